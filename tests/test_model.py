@@ -1,0 +1,292 @@
+"""Tests for stylegan.py: the official parameter count, shapes at every resolution, progressive
+blending, truncation, noise modes, style mixing, gradients, autocast and input checks."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kernels
+import stylegan as sg
+
+
+def tiny_cfg(res=32, **kw):
+    """The official architecture with few channels, so CPU forwards are fast."""
+    base = dict(resolution=res, fmap_base=128, fmap_max=32, z_dim=32, w_dim=32, mapping_fmaps=32)
+    return sg.StyleGANConfig(**{**base, **kw})
+
+
+def trainable(module):
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    torch.manual_seed(0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Faithfulness to the official model
+
+def test_official_parameter_count_1024():
+    with torch.device("meta"):  # shapes only: no 1024-scale memory
+        G = sg.Generator(sg.StyleGANConfig())
+        D = sg.Discriminator(sg.StyleGANConfig())
+    assert trainable(G) == 26_219_627  # the official README's count for Gs
+    assert trainable(D) == 23_087_249  # and for D
+    assert G.cfg.num_ws == 18
+
+
+def test_channel_counts_follow_nf():
+    cfg = sg.StyleGANConfig()
+    expected = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+    with torch.device("meta"):
+        G = sg.Generator(cfg)
+    for block in G.synthesis.blocks:
+        assert block.conv1.weight.shape[0] == expected[block.res]
+        assert hasattr(block, "conv0") == (block.res > 4)
+        if block.res > 4:  # nearest-upsample conv below 128, fused transposed conv from 128 up
+            assert block.conv0.fused == (block.res >= 128)
+    assert G.synthesis.blocks[0].const.shape == (1, 512, 4, 4)
+
+
+def test_init_matches_official():
+    G = sg.Generator(tiny_cfg())
+    assert torch.all(G.synthesis.blocks[0].const == 1)
+    epi = G.synthesis.blocks[1].epi0
+    assert torch.all(epi.noise_weight == 0) and torch.all(epi.bias == 0)
+    m = G.mapping.layers[0]  # stored N(0, 1/lrmul), run-time scale sqrt(2)/sqrt(fan_in)*lrmul
+    assert abs(m.weight.std().item() - 100.0) < 5.0
+    assert math.isclose(m.w_scale, math.sqrt(2) / math.sqrt(32) * 0.01)
+    assert math.isclose(epi.style.w_scale, 1.0 / math.sqrt(32))  # style affine: gain 1
+
+
+def test_full_size_forward_1024():
+    cfg = sg.StyleGANConfig()
+    G, D = sg.Generator(cfg).eval(), sg.Discriminator(cfg)
+    with torch.no_grad():
+        img = G(torch.randn(1, 512), res=1024)
+        assert img.shape == (1, 3, 1024, 1024) and torch.isfinite(img).all()
+        assert D(img).shape == (1, 1)
+
+
+@pytest.mark.parametrize("res", [4, 8, 16, 32, 64, 128, 256, 512, 1024])
+def test_shapes_every_resolution(res):
+    cfg = tiny_cfg(1024, fmap_base=2048, fmap_max=8)  # 4 channels at 1024
+    G, D = sg.Generator(cfg), sg.Discriminator(cfg)
+    with torch.no_grad():
+        img = G(torch.randn(2, 32), res=res, alpha=0.5)
+        assert img.shape == (2, 3, res, res)
+        assert D(img, alpha=0.5).shape == (2, 1)
+
+
+def test_fused_up_conv_is_nearest_upsample_conv():
+    """The official fused transposed conv (4x4 kernel summed from the 3x3 one) equals nearest
+    upsampling followed by the 3x3 conv with the kernel flipped (transposed convs correlate with
+    the flipped kernel); the fused downsampling conv (x0.25) equals conv then 2x2 average."""
+    x = torch.randn(2, 5, 6, 7, dtype=torch.float64)
+    up = sg.EqualConv2d(5, 4, 3, up=True, fused=True).double()
+    ref = sg.EqualConv2d(5, 4, 3, up=True, fused=False).double()
+    ref.weight.data = up.weight.data.flip(2, 3)
+    torch.testing.assert_close(up.conv(x), ref.conv(x), rtol=1e-12, atol=1e-12)
+    down = sg.EqualConv2d(5, 4, 3, down=True, fused=True).double()
+    ref = sg.EqualConv2d(5, 4, 3, down=True, fused=False).double()
+    ref.weight.data = down.weight.data.clone()
+    x = torch.randn(2, 5, 8, 6, dtype=torch.float64)
+    torch.testing.assert_close(down.conv(x), ref.conv(x), rtol=1e-12, atol=1e-12)
+
+
+def test_minibatch_stddev_matches_direct_formula():
+    x = torch.randn(8, 6, 4, 4)
+    y = sg.minibatch_stddev(x, group_size=4)
+    assert y.shape == (8, 7, 4, 4) and torch.equal(y[:, :6], x)
+    # official grouping: sample i belongs to group i % (N / G)
+    for m in range(2):
+        group = x[m::2]
+        expected = (group.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+        assert torch.allclose(y[m::2, 6], expected.expand(4, 4, 4), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Progressive growing
+
+def test_alpha_zero_is_upsampled_lower_resolution():
+    G = sg.Generator(tiny_cfg()).eval()
+    z = torch.randn(3, 32)
+    with torch.no_grad():
+        for res in [8, 16, 32]:
+            low = G(z, res=res // 2, noise_mode="const")
+            faded = G(z, res=res, alpha=0.0, noise_mode="const")
+            torch.testing.assert_close(faded, F.interpolate(low, scale_factor=2), rtol=0, atol=1e-6)
+
+
+def test_alpha_one_uses_only_new_torgb():
+    G = sg.Generator(tiny_cfg()).eval()
+    z = torch.randn(3, 32)
+    with torch.no_grad():
+        before = G(z, res=16, alpha=1.0, noise_mode="const")
+        G.synthesis.blocks[1].torgb.weight.add_(1.0)  # the 8x8 ToRGB
+        assert torch.equal(G(z, res=16, alpha=1.0, noise_mode="const"), before)
+        assert not torch.allclose(G(z, res=16, alpha=0.5, noise_mode="const"), before)
+
+
+def test_discriminator_fade():
+    D = sg.Discriminator(tiny_cfg())
+    img = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(D(img, alpha=0.0), D(F.avg_pool2d(img, 2)), rtol=0, atol=1e-6)
+        D.fromrgb[1].weight.add_(1.0)  # the 8x8 FromRGB only matters while fading
+        a = D(img, alpha=1.0)
+        D.fromrgb[1].weight.sub_(2.0)
+        assert torch.equal(D(img, alpha=1.0), a)
+
+
+# ----------------------------------------------------------------------------------------------
+# Truncation, noise, style mixing
+
+def test_truncation():
+    G = sg.Generator(tiny_cfg()).eval()
+    G.w_avg.normal_()
+    z = torch.randn(4, 32)
+    with torch.no_grad():
+        img0 = G(z, res=32, psi=0.0, noise_mode="const")  # 32x32 uses 8 layers: all truncated
+        assert torch.allclose(img0, img0[:1].expand_as(img0), atol=1e-6)
+        assert torch.equal(G(z, psi=1.0, noise_mode="const"), G(z, noise_mode="const"))
+        ws, ws0 = G.map(z), G.map(z, psi=0.0)
+        assert torch.allclose(ws0[:, :8], G.w_avg.expand(4, 8, -1))
+        assert torch.equal(ws0[:, 8:], ws[:, 8:])  # past the cutoff: untouched
+        half = G.map(z, psi=0.5)
+        torch.testing.assert_close(half[:, :8], G.w_avg + 0.5 * (ws[:, :8] - G.w_avg))
+
+
+def test_w_avg_tracks_ema_in_training_only():
+    G = sg.Generator(tiny_cfg())
+    z = torch.randn(8, 32)
+    G.eval()
+    G(z, res=8)
+    assert torch.all(G.w_avg == 0)
+    G.train()
+    G(z, res=8)
+    with torch.no_grad():
+        w = G.mapping(z).mean(0)
+    torch.testing.assert_close(G.w_avg, (1 - 0.995) * w, rtol=1e-5, atol=1e-7)
+
+
+def record_noise(monkeypatch):
+    seen = []
+    real = kernels.noise_adain
+
+    def spy(x, noise, *args, **kw):
+        seen.append(None if noise is None else noise.detach().clone())
+        return real(x, noise, *args, **kw)
+    monkeypatch.setattr(kernels, "noise_adain", spy)
+    return seen
+
+
+def test_noise_modes(monkeypatch):
+    G = sg.Generator(tiny_cfg()).eval()
+    for epi in G.modules():
+        if isinstance(epi, sg.LayerEpilogue):
+            epi.noise_weight.data.fill_(0.5)  # make the noise visible in the output
+    z = torch.randn(2, 32)
+    with torch.no_grad():
+        assert torch.equal(G(z, noise_mode="const"), G(z, noise_mode="const"))
+        assert not torch.allclose(G(z, noise_mode="random"), G(z, noise_mode="random"))
+        assert torch.equal(G(z, noise_mode="none"), G(z, noise_mode="none"))
+        seen = record_noise(monkeypatch)
+        G(z, noise_mode="random")
+    assert len(seen) == G.cfg.num_ws
+    a, b = seen[-2], seen[-1]  # the two layers of the 32x32 block: fresh map each
+    assert a.shape == (2, 1, 32, 32)
+    corr = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]
+    assert abs(corr) < 0.15
+    assert not torch.allclose(a[0], a[1])  # and per sample
+    with pytest.raises(ValueError, match="noise_mode"):
+        G(z, noise_mode="fixed")
+
+
+def test_noise_ablation_has_no_noise_parameters():
+    G = sg.Generator(tiny_cfg(use_noise=False))
+    assert not any("noise" in name for name, _ in G.named_parameters())
+    assert G(torch.randn(2, 32), res=8).shape == (2, 3, 8, 8)
+
+
+def test_mapping_depth_zero_uses_normalized_z():
+    G = sg.Generator(tiny_cfg(mapping_layers=0)).eval()
+    z = torch.randn(2, 32)
+    torch.testing.assert_close(G.map(z)[:, 0], sg.pixel_norm(z))
+
+
+def test_style_mixing_crossover():
+    G = sg.Generator(tiny_cfg()).eval()
+    z = torch.randn(2, 32)
+    ws1, ws2 = G.map(z), G.map(torch.randn(2, 32))
+    mixed = sg.mix_styles(ws1, ws2, 3)
+    assert torch.equal(mixed[:, :3], ws1[:, :3]) and torch.equal(mixed[:, 3:], ws2[:, 3:])
+
+    captured = []
+    real = G.synthesis.forward
+    G.synthesis.forward = lambda ws, *a, **k: (captured.append(ws), real(ws, *a, **k))[1]
+    cutoffs = set()
+    for _ in range(60):
+        G(z, res=16, mixing=1.0)
+        ws = captured.pop()
+        differs = [not torch.allclose(ws[:, i], ws1[:, i]) for i in range(G.cfg.num_ws)]
+        k = differs.index(True)
+        assert all(differs[k:]), "after the crossover every layer comes from the second latent"
+        assert torch.allclose(ws[:, k:], ws[:, k:k + 1].expand_as(ws[:, k:]))
+        cutoffs.add(k)
+    assert cutoffs == {1, 2, 3, 4, 5}  # uniform in [1, layers in use = 6)
+    G(z, res=16, mixing=0.0)
+    assert torch.equal(captured.pop(), ws1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradients, autocast, bad input
+
+def test_gradients_reach_every_parameter():
+    cfg = tiny_cfg(16)
+    G, D = sg.Generator(cfg), sg.Discriminator(cfg)
+    loss = 0
+    for res in [4, 8, 16]:  # every ToRGB / FromRGB is in use at some resolution
+        img = G(torch.randn(4, 32), res=res, alpha=0.5, mixing=0.5)
+        loss = loss + D(img, alpha=0.5).square().mean()
+    loss.backward()
+    for name, p in [*G.named_parameters(), *D.named_parameters()]:
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_autocast_bf16():
+    cfg = tiny_cfg(32)
+    G, D = sg.Generator(cfg), sg.Discriminator(cfg)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        img = G(torch.randn(4, 32), res=32, alpha=0.7, mixing=0.9)
+        logits = D(img, alpha=0.7)
+    assert img.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    logits.float().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in G.parameters() if p.grad is not None)
+
+
+def test_bad_input_errors():
+    cfg = tiny_cfg(32)
+    G, D = sg.Generator(cfg), sg.Discriminator(cfg)
+    with pytest.raises(ValueError, match=r"z must have shape \[N, 32\]"):
+        G(torch.randn(2, 31))
+    for res in [3, 12, 64, 2]:
+        with pytest.raises(ValueError, match="power of two between 4 and 32"):
+            G(torch.randn(2, 32), res=res)
+    with pytest.raises(ValueError, match="power of two between 4 and 32"):
+        D(torch.randn(2, 3, 24, 24))
+    with pytest.raises(ValueError, match=r"D expects images \[N, 3, res, res\]"):
+        D(torch.randn(2, 1, 16, 16))
+    with pytest.raises(ValueError, match="power of two"):
+        sg.StyleGANConfig(resolution=100)
+
+
+def test_config_round_trip_rebuilds_model():
+    cfg = tiny_cfg(16, mapping_layers=2, use_noise=False)
+    G = sg.Generator(cfg)
+    G2 = sg.Generator(sg.StyleGANConfig(**cfg.to_dict()))
+    G2.load_state_dict(G.state_dict())
+    z = torch.randn(2, 32)
+    assert torch.equal(G.eval()(z), G2.eval()(z))
