@@ -1,0 +1,667 @@
+"""Image-quality metrics for the generator: FID, KID and SWD, computed by this project's own code.
+
+FID (Heusel et al. 2017) is the Frechet distance between Gaussians fitted to the 2048-d pool3
+features of Inception-v3, the 2015-12-05 TensorFlow graph as ported to PyTorch by pytorch-fid:
+    FID = ||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))
+StyleGAN reports fid50k: 50,000 images from G_ema without truncation against the whole real set.
+KID (Binkowski et al. 2018) is the unbiased MMD^2 of the same features under the kernel
+k(x, y) = (x.y / d + 1)^3, averaged over subsets as in StyleGAN2-ADA. SWD (ProGAN, Karras et al.
+2018, appendix D) is the sliced Wasserstein distance between 7x7 patches of Laplacian pyramid
+levels; it needs no weights, so it runs anywhere.
+
+    python metrics.py --ckpt runs/ffhq/ckpt.pt --data ffhq.zip --metrics fid,kid,swd
+    python metrics.py real_dir fake_dir              # like pytorch-fid (folders or .npz stats)
+    python metrics.py --save-stats real_dir real.npz  # statistics in pytorch-fid's .npz format
+
+Inception weights: --inception PATH or STYLEGAN_INCEPTION=PATH, either pytorch-fid's
+pt_inception-2015-12-05-6726825d.pth or NVIDIA's TorchScript inception-2015-12-05.pt; with neither
+the pytorch-fid file is downloaded once into the torch hub cache.
+"""
+import argparse
+import glob
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import time
+import zipfile
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PT_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
+PT_FID_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + PT_FID_FILE
+PT_FID_SHA256_PREFIX = "6726825d"  # torch.hub convention: the file name carries the sha256 prefix
+NV_FILE = "inception-2015-12-05.pt"
+NV_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/" + NV_FILE
+NV_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
+
+# -----------------------------------------------------------------------------
+# Inception-v3, FID variant. Module names follow torchvision's Inception3 so the pytorch-fid state
+# dict loads strictly. The TF graph differs from torchvision's net in three places, kept here:
+# average pools ignore padded zeros, the last block max-pools, and the classifier has 1008 classes.
+
+
+class BasicConv2d(nn.Module):
+    def __init__(self, cin, cout, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel_size, stride, padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+def tf_avg_pool(x):
+    # TF's 'SAME' average pool divides by the number of real pixels, not by 9 (count_include_pad)
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+
+class InceptionA(nn.Module):
+    def __init__(self, cin, pool_features):
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 64, 1)
+        self.branch5x5_1 = BasicConv2d(cin, 48, 1)
+        self.branch5x5_2 = BasicConv2d(48, 64, 5, padding=2)
+        self.branch3x3dbl_1 = BasicConv2d(cin, 64, 1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, padding=1)
+        self.branch_pool = BasicConv2d(cin, pool_features, 1)
+
+    def forward(self, x):
+        b5 = self.branch5x5_2(self.branch5x5_1(x))
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([self.branch1x1(x), b5, b3, self.branch_pool(tf_avg_pool(x))], 1)
+
+
+class InceptionB(nn.Module):  # grid reduction 35 -> 17
+    def __init__(self, cin):
+        super().__init__()
+        self.branch3x3 = BasicConv2d(cin, 384, 3, stride=2)
+        self.branch3x3dbl_1 = BasicConv2d(cin, 64, 1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, stride=2)
+
+    def forward(self, x):
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([self.branch3x3(x), b3, F.max_pool2d(x, 3, stride=2)], 1)
+
+
+class InceptionC(nn.Module):  # factorised 7x7 convolutions (1x7 then 7x1)
+    def __init__(self, cin, c7):
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 192, 1)
+        self.branch7x7_1 = BasicConv2d(cin, c7, 1)
+        self.branch7x7_2 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7_3 = BasicConv2d(c7, 192, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_1 = BasicConv2d(cin, c7, 1)
+        self.branch7x7dbl_2 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_3 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7dbl_4 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_5 = BasicConv2d(c7, 192, (1, 7), padding=(0, 3))
+        self.branch_pool = BasicConv2d(cin, 192, 1)
+
+    def forward(self, x):
+        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        bd = x
+        for i in range(1, 6):
+            bd = getattr(self, f"branch7x7dbl_{i}")(bd)
+        return torch.cat([self.branch1x1(x), b7, bd, self.branch_pool(tf_avg_pool(x))], 1)
+
+
+class InceptionD(nn.Module):  # grid reduction 17 -> 8
+    def __init__(self, cin):
+        super().__init__()
+        self.branch3x3_1 = BasicConv2d(cin, 192, 1)
+        self.branch3x3_2 = BasicConv2d(192, 320, 3, stride=2)
+        self.branch7x7x3_1 = BasicConv2d(cin, 192, 1)
+        self.branch7x7x3_2 = BasicConv2d(192, 192, (1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = BasicConv2d(192, 192, (7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = BasicConv2d(192, 192, 3, stride=2)
+
+    def forward(self, x):
+        b3 = self.branch3x3_2(self.branch3x3_1(x))
+        b7 = x
+        for i in range(1, 5):
+            b7 = getattr(self, f"branch7x7x3_{i}")(b7)
+        return torch.cat([b3, b7, F.max_pool2d(x, 3, stride=2)], 1)
+
+
+class InceptionE(nn.Module):  # expanded filter bank; pool="max" in the last block of the TF graph
+    def __init__(self, cin, pool):
+        super().__init__()
+        self.pool = pool
+        self.branch1x1 = BasicConv2d(cin, 320, 1)
+        self.branch3x3_1 = BasicConv2d(cin, 384, 1)
+        self.branch3x3_2a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3_2b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = BasicConv2d(cin, 448, 1)
+        self.branch3x3dbl_2 = BasicConv2d(448, 384, 3, padding=1)
+        self.branch3x3dbl_3a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
+        self.branch_pool = BasicConv2d(cin, 192, 1)
+
+    def forward(self, x):
+        b3 = self.branch3x3_1(x)
+        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+        bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
+        p = F.max_pool2d(x, 3, stride=1, padding=1) if self.pool == "max" else tf_avg_pool(x)
+        return torch.cat([self.branch1x1(x), b3, bd, self.branch_pool(p)], 1)
+
+
+def fid_preprocess(x):
+    """uint8 [N, 3, H, W] -> float [N, 3, 299, 299] in [-1, 1], exactly as pytorch-fid does."""
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"FID expects uint8 images [N, 3, H, W], got {x.dtype} {list(x.shape)}")
+    x = x.expand(-1, 3, -1, -1).float() / 255
+    x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    return 2 * x - 1
+
+
+class FIDInceptionV3(nn.Module):
+    """uint8 images of any size -> [N, 2048] pool3 features. Random weights until loaded."""
+
+    def __init__(self):
+        super().__init__()
+        self.tag = None  # names the weights in the stats cache; None: never cached
+        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
+        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
+        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
+        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, 1)
+        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, 3)
+        self.Mixed_5b, self.Mixed_5c, self.Mixed_5d = InceptionA(192, 32), InceptionA(256, 64), InceptionA(288, 64)
+        self.Mixed_6a = InceptionB(288)
+        self.Mixed_6b, self.Mixed_6c = InceptionC(768, 128), InceptionC(768, 160)
+        self.Mixed_6d, self.Mixed_6e = InceptionC(768, 160), InceptionC(768, 192)
+        self.Mixed_7a = InceptionD(768)
+        self.Mixed_7b, self.Mixed_7c = InceptionE(1280, "avg"), InceptionE(2048, "max")
+        self.fc = nn.Linear(2048, 1008)  # unused for FID; kept so the checkpoint loads strictly
+        for m in self.modules():  # He init keeps random-weight features O(1) through 40+ layers
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+
+    def forward(self, x):  # [N, 3, H, W] uint8
+        x = fid_preprocess(x)
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
+        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(F.max_pool2d(x, 3, stride=2)))
+        x = F.max_pool2d(x, 3, stride=2)
+        for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
+            x = getattr(self, "Mixed_" + name)(x)
+        return x.mean(dim=(2, 3)).float()  # [N, 2048]
+
+
+class TorchScriptInception(nn.Module):
+    """NVIDIA's TorchScript port: takes uint8 images of any size, resizes inside."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.tag = net, None
+
+    def forward(self, x):
+        return self.net(x.expand(-1, 3, -1, -1), return_features=True).float()
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_strict(net, state, source):
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{source}: not a state dict of tensors")
+    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing, unexpected = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+    shapes = [f"{k} {got[k]} != {want[k]}" for k in sorted(want.keys() & got.keys()) if got[k] != want[k]]
+    if missing or unexpected or shapes:
+        raise ValueError(f"{source} is not the FID Inception-v3: {len(missing)} missing tensors "
+                         f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
+                         f"{len(shapes)} wrong shapes {shapes[:3]}")
+    net.load_state_dict(state, strict=True)
+
+
+def load_inception(path=None, device="cpu"):
+    """The FID network with real weights: from path, $STYLEGAN_INCEPTION, or the torch hub cache."""
+    path = path or os.environ.get("STYLEGAN_INCEPTION")
+    if path is None:
+        try:  # check_hash: torch.hub compares the file's sha256 with the prefix in its name
+            state = torch.hub.load_state_dict_from_url(PT_FID_URL, map_location="cpu", check_hash=True)
+        except Exception as e:
+            raise FileNotFoundError(
+                f"FID needs the Inception weights and none could be found or downloaded ({e}). "
+                f"On a machine with internet, download {PT_FID_URL} (or NVIDIA's {NV_URL}), then "
+                f"pass --inception PATH, set STYLEGAN_INCEPTION=PATH, or copy it into "
+                f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}/") from e
+        net, tag = FIDInceptionV3(), "pt_inception"
+        _load_strict(net, state, PT_FID_FILE)
+    else:
+        path = os.path.expanduser(str(path))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Inception weights file not found: {path}")
+        name, digest = os.path.basename(path), _sha256(path)
+        if name == PT_FID_FILE and not digest.startswith(PT_FID_SHA256_PREFIX):
+            raise ValueError(f"{path}: sha256 {digest} does not start with {PT_FID_SHA256_PREFIX}; "
+                             f"the file is corrupt or not pytorch-fid's weights")
+        if name == NV_FILE and digest != NV_SHA256:
+            raise ValueError(f"{path}: sha256 {digest} != {NV_SHA256}; the file is corrupt or "
+                             f"not NVIDIA's weights")
+        tag = {PT_FID_FILE: "pt_inception", NV_FILE: "nv_inception"}.get(name, "custom-" + digest[:8])
+        if tag.startswith("custom"):
+            print(f"warning: {name} is not a standard FID Inception file; its FID is comparable "
+                  f"with published numbers only if it holds the standard weights", file=sys.stderr)
+        with zipfile.ZipFile(path) if zipfile.is_zipfile(path) else open(os.devnull, "rb") as z:
+            is_script = isinstance(z, zipfile.ZipFile) and any(n.endswith("constants.pkl") for n in z.namelist())
+        try:
+            if is_script:
+                net = TorchScriptInception(torch.jit.load(path, map_location="cpu"))
+            else:
+                net = FIDInceptionV3()
+                _load_strict(net, torch.load(path, map_location="cpu", weights_only=True), path)
+        except (RuntimeError, OSError, EOFError) as e:
+            raise ValueError(f"cannot read Inception weights {path}: {e}") from e
+    net.tag = tag
+    return net.eval().requires_grad_(False).to(device)
+
+
+# -----------------------------------------------------------------------------
+# Statistics and distances
+
+
+def generated_to_uint8(x):
+    """Generator output in [-1, 1] -> uint8, rounded down as the official code does."""
+    return (x.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def feature_stats(features):
+    """[N, D] features -> (mu [D], sigma [D, D]) in float64, unbiased covariance like np.cov."""
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise ValueError(f"statistics need at least 2 feature vectors, got shape {f.shape}")
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), float64, without scipy.
+
+    S1 S2 has the eigenvalues of sqrt(S1) S2 sqrt(S1) = X X^T with X = sqrt(S1) sqrt(S2), so
+    tr (S1 S2)^(1/2) is the sum of the singular values of X. The SVD gives these with absolute
+    error eps * ||X||; taking square roots of eigenvalues would blow rounding noise up to sqrt(eps)
+    in the null space that covariances of few samples have.
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != mu1.shape * 2:
+        raise ValueError(f"statistics do not match: mu {mu1.shape} {mu2.shape}, sigma {s1.shape} {s2.shape}")
+
+    def sqrt_psd(s):
+        lam, v = np.linalg.eigh((s + s.T) / 2)
+        return (v * np.sqrt(lam.clip(min=0))) @ v.T
+
+    tr_covmean = np.linalg.svd(sqrt_psd(s1) @ sqrt_psd(s2), compute_uv=False).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
+def kid(feats1, feats2, num_subsets=100, max_subset_size=1000, seed=0):
+    """Unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3, averaged over random subsets (StyleGAN2-ADA)."""
+    x_all, y_all = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
+    d, m = x_all.shape[1], min(len(x_all), len(y_all), max_subset_size)
+    if m < 2:
+        raise ValueError("KID needs at least 2 feature vectors in each set")
+    rng, t = np.random.default_rng(seed), 0.0
+    for _ in range(num_subsets):
+        x = x_all[rng.choice(len(x_all), m, replace=False)]
+        y = y_all[rng.choice(len(y_all), m, replace=False)]
+        a = (x @ x.T / d + 1) ** 3 + (y @ y.T / d + 1) ** 3
+        b = (x @ y.T / d + 1) ** 3
+        t += (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
+    return float(t / num_subsets / m)
+
+
+# SWD, as ProGAN's metric: Laplacian pyramid from the image resolution down to 16x16, 128 random
+# 7x7 neighbourhoods per image and level, each descriptor set normalised per channel, then the
+# sliced Wasserstein distance over 4 x 128 random directions. Reported x 1e3 like ProGAN's tables.
+SWD_IMAGES, SWD_NHOODS, SWD_NHOOD_SIZE = 16384, 128, 7
+
+
+def _binomial5(x, gain):  # [1 4 6 4 1]^2 / 256 blur, mirror borders like scipy.ndimage 'mirror'
+    k = torch.tensor([1.0, 4, 6, 4, 1], device=x.device)
+    k = (torch.outer(k, k) * gain / 256).expand(x.shape[1], 1, 5, 5)
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), k, groups=x.shape[1])
+
+
+def laplacian_pyramid(x, levels):
+    """[N, C, H, W] float -> `levels` band-pass images, finest first, coarsest a Gaussian level."""
+    pyr = [x]
+    for _ in range(levels - 1):
+        pyr.append(_binomial5(pyr[-1], 1)[:, :, ::2, ::2])
+        up = torch.zeros_like(pyr[-2])
+        up[:, :, ::2, ::2] = pyr[-1]
+        pyr[-2] = pyr[-2] - _binomial5(up, 4)
+    return pyr
+
+
+def swd_levels(res):
+    if res < SWD_NHOOD_SIZE + 1:
+        raise ValueError(f"SWD needs images of at least 8x8, got {res}x{res}")
+    levels = [r for r in (res >> i for i in range(12)) if r >= 16]
+    return levels or [res]
+
+
+def swd_descriptors(images, generator=None):
+    """uint8 [N, 3, H, W] -> one [N * 128, 3, 7, 7] float16 set of neighbourhoods per pyramid level."""
+    out, h = [], SWD_NHOOD_SIZE // 2
+    for level in laplacian_pyramid(images.float(), len(swd_levels(images.shape[-1]))):
+        N, C, H, W = level.shape
+        n = torch.arange(N, device=level.device).repeat_interleave(SWD_NHOODS)
+        ys, xs = (torch.randint(h, s - h, (len(n),), generator=generator).to(level.device) for s in (H, W))
+        patches = level.unfold(2, SWD_NHOOD_SIZE, 1).unfold(3, SWD_NHOOD_SIZE, 1)  # [N, C, H-6, W-6, 7, 7]
+        out.append(patches[n, :, ys - h, xs - h].half().cpu())
+    return out
+
+
+def sliced_wasserstein(a, b, dir_repeats=4, dirs_per_repeat=128, seed=0):
+    """Mean over random unit directions of the 1-D Wasserstein distance of the projected sets."""
+    g = torch.Generator().manual_seed(seed)
+    n = min(len(a), len(b))  # equal-size sets pair sorted projections one to one
+    a, b = (s[torch.randperm(len(s), generator=g)[:n]] if len(s) > n else s for s in (a, b))
+
+    def normalise(d):
+        d = d.float()
+        d = (d - d.mean(dim=(0, 2, 3), keepdim=True)) / d.std(dim=(0, 2, 3), keepdim=True)
+        return d.flatten(1)
+
+    a, b, dists = normalise(a), normalise(b), []
+    for _ in range(dir_repeats):
+        dirs = torch.randn(a.shape[1], dirs_per_repeat, generator=g).to(a.device)
+        dirs = dirs / dirs.norm(dim=0, keepdim=True)
+        pa, pb = (a @ dirs).sort(dim=0)[0], (b @ dirs).sort(dim=0)[0]
+        dists.append((pa - pb).abs().mean().item())
+    return sum(dists) / len(dists)
+
+
+def swd(desc1, desc2, res):
+    """Per-level SWD x 1e3 as {"swd<res>": ...} plus their mean as "swd"."""
+    if len(desc1) != len(desc2):
+        raise ValueError("SWD needs both image sets at the same resolution")
+    out = {f"swd{r}": 1e3 * sliced_wasserstein(a, b) for r, a, b in zip(swd_levels(res), desc1, desc2)}
+    out["swd"] = sum(out.values()) / len(out)
+    return out
+
+
+# -----------------------------------------------------------------------------
+# Feature extraction over image sets, the real-statistics cache, and evaluate() for train.py
+
+
+class Progress:
+    """One self-overwriting line with rate and ETA; `scale` counts the other ranks' equal shares."""
+
+    def __init__(self, what, total, enabled=True, scale=1):
+        self.what, self.total, self.done, self.t0 = what, total, 0, time.time()
+        self.enabled, self.scale = enabled, scale
+
+    def update(self, n):
+        self.done = min(self.total, self.done + n * self.scale)
+        if self.enabled:
+            dt = time.time() - self.t0
+            eta = dt / self.done * (self.total - self.done)
+            end = "\n" if self.done >= self.total else ""
+            print(f"\r{self.what}: {self.done}/{self.total} images, {self.done / max(dt, 1e-9):.1f} img/s, "
+                  f"ETA {int(eta) // 60}:{int(eta) % 60:02d}", end=end, file=sys.stderr, flush=True)
+
+
+def extract(batches, net=None, swd_max=0, device="cpu", bf16=False, progress=None, seed=0):
+    """uint8 [B, 3, H, W] batches -> (features [N, 2048] or None, SWD descriptors of the first
+    swd_max images or None)."""
+    feats, descs, g, shape = [], [], torch.Generator().manual_seed(seed), None
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
+    with torch.no_grad(), autocast:
+        for x in batches:
+            x = x.to(device)
+            if net is not None:
+                feats.append(net(x).float().cpu())
+            take = min(len(x), swd_max - sum(len(d[0]) for d in descs) // SWD_NHOODS)
+            if take > 0:
+                if shape is not None and x.shape[1:] != shape:
+                    raise ValueError(f"SWD needs all images at one size, got {list(shape)} and {list(x.shape[1:])}")
+                shape = x.shape[1:]
+                descs.append(swd_descriptors(x[:take], g))
+            if progress:
+                progress.update(len(x))
+    f = torch.cat(feats) if feats else None
+    return f, ([torch.cat(level) for level in zip(*descs)] if descs else None)
+
+
+def _gather(t, device, world_size):
+    """Concatenate a tensor's rows from every rank (rows may differ in number)."""
+    import torch.distributed as dist
+    if t is None or world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return t
+    x = t.to(device)
+    n = torch.tensor([len(x)], device=device)
+    ns = [torch.zeros_like(n) for _ in range(world_size)]
+    dist.all_gather(ns, n)
+    pad = x.new_zeros((int(max(ns)) - len(x), *x.shape[1:]))
+    parts = [torch.empty_like(torch.cat([x, pad])) for _ in range(world_size)]
+    dist.all_gather(parts, torch.cat([x, pad]))
+    return torch.cat([p[: int(k)] for p, k in zip(parts, ns)]).cpu()
+
+
+def cache_path(cache_dir, name, res, count, tag):
+    cache_dir = cache_dir or os.environ.get("STYLEGAN_CACHE", "~/.cache/stylegan")
+    safe = re.sub(r"[^\w.-]", "_", str(name))
+    return os.path.join(os.path.expanduser(cache_dir), f"{safe}-{res}px-{count}-{tag}.npz")
+
+
+def save_stats(path, mu, sigma, features=None):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    extra = {} if features is None else {"features": np.asarray(features, np.float32)}
+    np.savez(path, mu=mu, sigma=sigma, **extra)
+
+
+def load_stats(path):
+    """A pytorch-fid style .npz -> dict with mu, sigma and, if stored, features."""
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files if k in ("mu", "sigma", "features")}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read statistics {path}: {e}") from e
+
+
+def real_stats(dataset, res, net, need_features=False, cache_dir=None, batch=32, device="cpu",
+               bf16=False, rank=0, world_size=1, workers=2, verbose=True):
+    """mu/sigma (and features if asked) of all real images at `res`; cached by name, res, count, weights."""
+    path = cache_path(cache_dir, dataset.name, res, len(dataset), net.tag) if net.tag else None
+    hit = path is not None and os.path.isfile(path)
+    if hit:
+        stats = load_stats(path)
+        hit = "mu" in stats and "sigma" in stats and (not need_features or "features" in stats)
+    if hit:
+        return stats
+    subset = torch.utils.data.Subset(dataset.at(res), range(rank, len(dataset), world_size))
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch, num_workers=workers)
+    prog = Progress(f"real images at {res}x{res}", len(dataset), verbose and rank == 0, world_size)
+    f = _gather(extract(loader, net, device=device, bf16=bf16, progress=prog)[0], device, world_size)
+    mu, sigma = feature_stats(f)
+    if path and rank == 0:
+        save_stats(path, mu, sigma, f if need_features else None)
+        if verbose:
+            print(f"cached real statistics in {path}", file=sys.stderr)
+    return {"mu": mu, "sigma": sigma, "features": f.numpy()}
+
+
+def evaluate(G, dataset, metrics=("fid",), num=50000, res=None, alpha=1.0, psi=1.0, batch=32,
+             device="cpu", rank=0, world_size=1, inception=None, cache_dir=None, bf16=False,
+             seed=0, workers=2, verbose=True):
+    """Metrics of generator G against the whole `dataset` at resolution `res` (default G's).
+
+    Every rank generates its share of the `num` images; rank 0 gets the result as a dict
+    ({"fid": .., "kid": .., "swd": .., "swd<res>": .., ...}), other ranks get {}.
+    `inception`: a path, a loaded network, or None for the default weights.
+    """
+    metrics = set(metrics.split(",") if isinstance(metrics, str) else metrics)
+    if not metrics <= {"fid", "kid", "swd"}:
+        raise ValueError(f"unknown metrics {sorted(metrics - {'fid', 'kid', 'swd'})}; use fid, kid, swd")
+    res = res or G.cfg.resolution
+    if "swd" in metrics and res < 8:
+        metrics.discard("swd")  # 7x7 neighbourhoods need 8x8 images; skipped early in growing
+    t0, out = time.time(), {}
+    net = None
+    if metrics & {"fid", "kid"}:
+        net = inception if isinstance(inception, nn.Module) else load_inception(inception, device)
+        reals = real_stats(dataset, res, net, "kid" in metrics, cache_dir, batch, device, bf16,
+                           rank, world_size, workers, verbose)
+    swd_num = min(num, len(dataset), SWD_IMAGES)
+    if "swd" in metrics:  # a fixed random subset of the reals, shared out over ranks
+        idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:swd_num]
+        subset = torch.utils.data.Subset(dataset.at(res), idx[rank::world_size].tolist())
+        loader = torch.utils.data.DataLoader(subset, batch_size=batch, num_workers=workers)
+        real_desc = extract(loader, None, swd_num, device, seed=seed + 1000 + rank)[1]
+        real_desc = [_gather(d, device, world_size) for d in real_desc]
+
+    n_mine = num // world_size + (rank < num % world_size)
+    k = swd_num // world_size + (rank < swd_num % world_size) if "swd" in metrics else 0
+    g = torch.Generator().manual_seed(seed + rank)
+    prog = Progress(f"generated images at {res}x{res}", num if net else swd_num,
+                    verbose and rank == 0, world_size)
+
+    def generated(count):
+        for i in range(0, count, batch):
+            z = torch.randn(min(batch, count - i), G.cfg.z_dim, generator=g).to(device)
+            yield generated_to_uint8(G(z, res=res, alpha=alpha, psi=psi, noise_mode="random"))
+
+    # extract() runs G inside its no_grad and (optional) bf16 autocast
+    feats, fake_desc = extract(generated(n_mine if net else k), net, k, device, bf16, prog, seed + rank)
+    fake_feats = _gather(feats, device, world_size) if net else None
+    fake_desc = [_gather(d, device, world_size) for d in fake_desc] if fake_desc else None
+    if rank != 0:
+        return {}
+    if "fid" in metrics:
+        out["fid"] = frechet_distance(*feature_stats(fake_feats), reals["mu"], reals["sigma"])
+    if "kid" in metrics:
+        out["kid"] = kid(fake_feats, reals["features"])
+    if "swd" in metrics:
+        out.update(swd(fake_desc, real_desc, res))
+    out.update(num=num, res=res, seconds=round(time.time() - t0, 1))
+    return out
+
+
+# -----------------------------------------------------------------------------
+# Command line: a checkpoint against a dataset, or two image folders / .npz statistics
+
+
+def list_images(folder):
+    if not os.path.isdir(folder):
+        raise ValueError(f"{folder} is neither an image folder nor a .npz statistics file")
+    files = sorted(f for f in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
+                   if f.lower().endswith(IMAGE_EXTS))
+    if not files:
+        raise ValueError(f"no images ({' '.join(IMAGE_EXTS)}) found in {folder}")
+    return files
+
+
+def folder_batches(files, batch):
+    """uint8 [B, 3, H, W] batches of RGB images; a batch ends early where the image size changes."""
+    from PIL import Image
+    group = []
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                x = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read image {path}: {e}") from e
+        if group and (len(group) == batch or group[0].shape != x.shape):
+            yield torch.stack(group)
+            group = []
+        group.append(x)
+    if group:
+        yield torch.stack(group)
+
+
+def path_inputs(path, net, metrics, batch, device, bf16, verbose):
+    """A folder or .npz -> (stats dict, SWD descriptors or None, image width or None)."""
+    if path.endswith(".npz"):
+        stats = load_stats(path)
+        if "swd" in metrics:
+            raise ValueError(f"SWD needs images; {path} holds statistics only")
+        if "kid" in metrics and "features" not in stats:
+            raise ValueError(f"KID needs features; {path} holds only mu and sigma")
+        return stats, None, None
+    files = list_images(path)
+    swd_max = SWD_IMAGES if "swd" in metrics else 0
+    f, desc = extract(folder_batches(files, batch), net, swd_max, device, bf16,
+                      Progress(path, len(files), verbose))
+    stats = dict(zip(("mu", "sigma"), feature_stats(f))) if f is not None else {}
+    return {**stats, "features": f}, desc, next(folder_batches(files[:1], 1)).shape[-1]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="*", help="two image folders or .npz statistics files, as pytorch-fid")
+    p.add_argument("--ckpt", help="checkpoint to evaluate (its G_ema at the resolution it trains at)")
+    p.add_argument("--data", help="real dataset for --ckpt (whatever data.py opens)")
+    p.add_argument("--metrics", default="fid", help="comma-separated: fid, kid, swd")
+    p.add_argument("--num", type=int, default=50000, help="generated images (paper: fid50k)")
+    p.add_argument("--inception", help="FID weights file (default: $STYLEGAN_INCEPTION or the torch hub cache)")
+    p.add_argument("--batch", type=int, default=32, help="images per batch")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (fast; fp32 for published numbers)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latents and SWD projections")
+    p.add_argument("--cache-dir", help="real statistics cache (default: $STYLEGAN_CACHE or ~/.cache/stylegan)")
+    p.add_argument("--save-stats", action="store_true", help="write the first folder's statistics to the second path (.npz)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = p.parse_args(argv)
+    metrics = [m for m in args.metrics.split(",") if m]
+    try:
+        if args.ckpt:
+            if not args.data:
+                raise ValueError("--ckpt needs --data, the real images to compare against")
+            import data
+            import stylegan
+            G, info = stylegan.load_generator(args.ckpt, which="G_ema", device=args.device)
+            ds = data.open_dataset(args.data)
+            out = evaluate(G, ds, metrics, args.num, info["res"], info["alpha"], batch=args.batch,
+                           device=args.device, inception=args.inception, cache_dir=args.cache_dir,
+                           bf16=args.bf16, seed=args.seed, verbose=not args.quiet)
+            print(json.dumps({"ckpt": args.ckpt, "data": ds.name, **out}))
+            return out
+        if len(args.paths) != 2:
+            raise ValueError("give --ckpt and --data, or exactly two folders / .npz files")
+        unknown = set(metrics) - {"fid", "kid", "swd"}
+        if unknown:
+            raise ValueError(f"unknown metrics {sorted(unknown)}; use fid, kid, swd")
+        wants_net = bool({"fid", "kid"} & set(metrics)) or args.save_stats
+        net = load_inception(args.inception, args.device) if wants_net else None
+        if args.save_stats:
+            stats = path_inputs(args.paths[0], net, ["fid"], args.batch, args.device, args.bf16, not args.quiet)[0]
+            save_stats(args.paths[1], stats["mu"], stats["sigma"], stats["features"] if "kid" in metrics else None)
+            print(f"wrote statistics of {args.paths[0]} ({len(stats['features'])} images) to {args.paths[1]}")
+            return stats
+        (s1, d1, r1), (s2, d2, r2) = (path_inputs(q, net, metrics, args.batch, args.device, args.bf16,
+                                                  not args.quiet) for q in args.paths)
+        out = {}
+        if "fid" in metrics:
+            out["fid"] = frechet_distance(s1["mu"], s1["sigma"], s2["mu"], s2["sigma"])
+        if "kid" in metrics:
+            out["kid"] = kid(s1["features"], s2["features"], seed=args.seed)
+        if "swd" in metrics:
+            if r1 != r2:
+                raise ValueError(f"SWD needs both sets at one resolution, got {r1} and {r2}")
+            out.update(swd(d1, d2, r1))
+        print(json.dumps(out))
+        return out
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"metrics.py: error: {e}")
+
+
+if __name__ == "__main__":
+    main()
