@@ -3,16 +3,46 @@
     noise_adain(x, noise, noise_weight, bias, scale, shift)   the synthesis layer epilogue
     bias_lrelu(x, bias)                                       mapping network and discriminator
 
-The reference `*_ref` functions are the specification; the Triton versions must match them.
-`impl="auto"` uses Triton on CUDA tensors (or everywhere under TRITON_INTERPRET=1) and the
-reference otherwise. `kernels.IMPL` (or the env var STYLEGAN_IMPL) forces one path model-wide.
+The synthesis epilogue of StyleGAN (Karras et al. 2018, sec. 2 and fig. 1) is
+    u = x + noise_weight[c] * noise + bias[c];  t = leaky_relu(u, 0.2)
+    y = scale[n, c] * (t - mean_hw(t)) / sqrt(var_hw(t) + eps) + shift[n, c]      (AdaIN, eq. 1)
+which eager PyTorch runs as five or six passes over memory. Here it is one read of x and noise and
+one write of y when a plane fits one program (up to SPLIT_HW elements: 64x64), and two reads and
+one write when a larger plane is split across programs (a first pass writes per-chunk statistics).
+
+The reference `*_ref` functions are the specification; the Triton versions must match them
+(tests/test_kernels.py). `impl="auto"` uses Triton on CUDA tensors (or on any tensor under
+TRITON_INTERPRET=1, which is how the tests run on a CPU) and the reference otherwise, so the module
+imports and works without triton (macOS). `kernels.IMPL` (or the env var STYLEGAN_IMPL) forces one
+path model-wide; an explicit `impl=` argument beats it.
 """
+import math
 import os
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+try:
+    import triton
+    import triton.language as tl
+    HAS_TRITON = True
+except ImportError:  # no triton wheel (macOS, Windows): the references still work
+    HAS_TRITON = False
 
 IMPL = os.environ.get("STYLEGAN_IMPL", "auto")  # "auto" | "triton" | "ref"
+# triton.jit reads TRITON_INTERPRET when a kernel is decorated, so the import-time value is the one
+# that decides whether kernels run on CPU tensors.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# Planes with more elements than SPLIT_HW are split across programs (two passes over x); smaller
+# ones are normalized by one program in a single pass. 4096 elements keep a few fp32 tiles in
+# registers at 8 warps; a 1024x1024 plane becomes 256 programs. Tests lower it to force splitting.
+SPLIT_HW = 4096
+# Small planes (4x4, 8x8) are batched several per program until a program holds this many elements.
+BATCH_TILE = 1024
+# Elements per program of the elementwise bias + leaky ReLU kernels.
+ELEMWISE_TILE = 2048
 
 
 # ----------------------------------------------------------------------------------------------
@@ -22,15 +52,16 @@ def noise_adain_ref(x, noise, noise_weight, bias, scale, shift, slope=0.2, eps=1
     """StyleGAN layer epilogue (official order): + noise * weight[c], + bias[c], leaky ReLU,
     instance norm over H, W (biased variance, fp32), then style: y * scale[n, c] + shift[n, c].
     x [N, C, H, W]; noise [N, 1, H, W] or None; noise_weight, bias [C]; scale, shift [N, C]."""
-    u = x.float()
+    acc = torch.promote_types(x.dtype, torch.float32)  # fp32, or fp64 for fp64 x (exact tests)
+    u = x.to(acc)
     if noise is not None:
-        u = u + noise_weight.float().view(1, -1, 1, 1) * noise.float()
-    u = u + bias.float().view(1, -1, 1, 1)
+        u = u + noise_weight.to(acc).view(1, -1, 1, 1) * noise.to(acc)
+    u = u + bias.to(acc).view(1, -1, 1, 1)
     t = F.leaky_relu(u, slope)
     mean = t.mean(dim=(2, 3), keepdim=True)
     var = (t - mean).square().mean(dim=(2, 3), keepdim=True)
     y = (t - mean) * torch.rsqrt(var + eps)
-    y = y * scale.float()[:, :, None, None] + shift.float()[:, :, None, None]
+    y = y * scale.to(acc)[:, :, None, None] + shift.to(acc)[:, :, None, None]
     return y.to(x.dtype)
 
 
@@ -42,24 +73,475 @@ def bias_lrelu_ref(x, bias, slope=0.2, gain=1.0):
 
 
 # ----------------------------------------------------------------------------------------------
+# Triton kernels: noise + bias + leaky ReLU + instance norm + style (AdaIN)
+#
+# Every kernel sees a [N, C, H, W] tensor as planes (n, c) of HW = H * W elements at address
+# n * sn + c * sc + hw * shw, which covers NCHW (shw = 1), channels_last (sc = 1) and a noise map
+# expanded over the batch (sn = 0). A program owns a tile of BLOCK_C channels of one sample times
+# BLOCK_HW positions: whole planes (n_chunks == 1, small planes batched several per program) or
+# chunk `chunk` of a plane split into n_chunks. Program ids enumerate (n, channel block, chunk),
+# chunk fastest, on one grid axis (no 65535 limit).
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+        """The sample, channels, positions and masks of program `pid`."""
+        chunk = pid % n_chunks
+        pb = pid // n_chunks
+        n = (pb // n_cblocks).to(tl.int64)
+        c = (pb % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C]
+        hw = chunk * BLOCK_HW + tl.arange(0, BLOCK_HW)          # [BLOCK_HW]
+        c_ok = c < C
+        hw_ok = hw < HW
+        mask = c_ok[:, None] & hw_ok[None, :]                    # [BLOCK_C, BLOCK_HW]
+        return n, c, hw, chunk, c_ok, hw_ok, mask
+
+    @triton.jit
+    def _adain_offsets(n, c, hw, sn, sc, shw):
+        """int64 element offsets of a tile: a 1024x1024 layer can pass 2**31 elements."""
+        return n * sn + c.to(tl.int64)[:, None] * sc + hw.to(tl.int64)[None, :] * shw
+
+    @triton.jit
+    def _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, x_sn, x_sc, x_shw, nz_sn, nz_shw,
+                     HAS_NOISE: tl.constexpr, BLOCK_HW: tl.constexpr):
+        """u = x + noise_weight[c] * noise + bias[c] in fp32 for one tile, the tile's noise row
+        (zeros without noise) and the tile's offsets into x."""
+        offs = _adain_offsets(n, c, hw, x_sn, x_sc, x_shw)
+        u = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+        nz = tl.zeros([BLOCK_HW], dtype=tl.float32)
+        if HAS_NOISE:
+            nz = tl.load(NOISE + n * nz_sn + hw.to(tl.int64) * nz_shw, mask=hw_ok, other=0.0)
+            nz = nz.to(tl.float32)
+            nw = tl.load(NW + c, mask=c_ok, other=0.0).to(tl.float32)
+            u = u + nw[:, None] * nz[None, :]
+        b = tl.load(B + c, mask=c_ok, other=0.0).to(tl.float32)
+        u = u + b[:, None]
+        return u, nz, offs
+
+    @triton.jit
+    def _adain_stats_kernel(
+        X,           # [N, C, H, W] input (strides x_sn, x_sc, x_shw), any float dtype
+        NOISE,       # [N, 1, H, W] noise (strides nz_sn, nz_shw), read only when HAS_NOISE
+        NW, B,       # [C] noise weight and bias
+        CMEAN, CM2,  # [N * C, n_chunks] fp32 out: mean and sum of squared deviations per chunk
+        C, HW, n_cblocks, n_chunks, x_sn, x_sc, x_shw, nz_sn, nz_shw, slope,
+        HAS_NOISE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):
+        """First pass for split planes: per-chunk (mean, M2), combined later with Chan et al.'s
+        parallel formula, which stays accurate where sum(t^2) - sum(t)^2 / n would cancel."""
+        pid = tl.program_id(0)
+        n, c, hw, chunk, c_ok, hw_ok, mask = _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C, BLOCK_HW)
+        u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, x_sn, x_sc, x_shw,
+                                   nz_sn, nz_shw, HAS_NOISE, BLOCK_HW)
+        t = tl.where(u > 0, u, u * slope)
+        count = tl.minimum(HW - chunk * BLOCK_HW, BLOCK_HW).to(tl.float32)
+        cmean = tl.sum(tl.where(mask, t, 0.0), axis=1) / count
+        d = tl.where(mask, t - cmean[:, None], 0.0)
+        out = (n * C + c) * n_chunks + chunk
+        tl.store(CMEAN + out, cmean, mask=c_ok)
+        tl.store(CM2 + out, tl.sum(d * d, axis=1), mask=c_ok)
+
+    @triton.jit
+    def _adain_fwd_kernel(
+        X, Y,          # [N, C, H, W] input and output, same strides (x_sn, x_sc, x_shw); y in x's dtype
+        NOISE,         # [N, 1, H, W] noise (strides nz_sn, nz_shw), read only when HAS_NOISE
+        NW, B,         # [C] noise weight and bias
+        SCALE, SHIFT,  # [N, C] style scale (ys + 1) and shift (yb), contiguous
+        MEAN, RSTD,    # [N, C] fp32 plane statistics: read when HAS_STATS (split planes), else written
+        C, HW, n_cblocks, n_chunks, x_sn, x_sc, x_shw, nz_sn, nz_shw, slope, eps,
+        HAS_NOISE: tl.constexpr, HAS_STATS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        n, c, hw, chunk, c_ok, hw_ok, mask = _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C, BLOCK_HW)
+        u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, x_sn, x_sc, x_shw,
+                                   nz_sn, nz_shw, HAS_NOISE, BLOCK_HW)
+        t = tl.where(u > 0, u, u * slope)
+        nc = n * C + c  # [BLOCK_C] index into the [N, C] arrays
+        if HAS_STATS:
+            mean = tl.load(MEAN + nc, mask=c_ok, other=0.0)
+            rstd = tl.load(RSTD + nc, mask=c_ok, other=0.0)
+        else:  # the tile holds whole planes: exact two-pass statistics from registers
+            mean = tl.sum(tl.where(mask, t, 0.0), axis=1) / HW
+            d = tl.where(mask, t - mean[:, None], 0.0)
+            rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=1) / HW + eps)
+            tl.store(MEAN + nc, mean, mask=c_ok)
+            tl.store(RSTD + nc, rstd, mask=c_ok)
+        s = tl.load(SCALE + nc, mask=c_ok, other=0.0).to(tl.float32)
+        h = tl.load(SHIFT + nc, mask=c_ok, other=0.0).to(tl.float32)
+        y = (t - mean[:, None]) * rstd[:, None] * s[:, None] + h[:, None]
+        tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
+
+    # Backward. Per plane (n, c) with M = HW elements, xhat = (t - mean) * rstd and
+    # y = s * xhat + h (s = scale[n, c], h = shift[n, c]), g = dL/dy:
+    #   dh = sum_i g_i                      ds = sum_i g_i * xhat_i
+    # The instance norm backward (as for layer norm, Triton tutorial 05) with dxhat = s * g:
+    #   dt_i = rstd * (dxhat_i - mean_j(dxhat_j) - xhat_i * mean_j(dxhat_j * xhat_j))
+    #        = s * rstd * (g_i - (dh + xhat_i * ds) / M)
+    # then through the leaky ReLU and the sum u = x + w[c] * noise + b[c]:
+    #   du_i = dt_i * (1 if u_i > 0 else slope) = dx_i
+    #   db[c] = sum_{n, i} du_i     dw[c] = sum_{n, i} du_i * noise_i     dnoise_i = sum_c du_i * w[c]
+    # t and xhat are recomputed from x (and the saved [N, C] mean and rstd) rather than stored.
+    # dh and ds need the whole plane before any dx can be written: a tile holding whole planes sums
+    # them itself; split planes get them from a first pass (_adain_bwd_sums_kernel). db and dw are
+    # written as per-(plane, chunk) partial sums that the wrapper reduces over n and chunks.
+
+    @triton.jit
+    def _adain_bwd_sums_kernel(
+        X,                 # [N, C, H, W] forward input (strides x_sn, x_sc, x_shw)
+        G,                 # [N, C, H, W] gradient of y (strides g_sn, g_sc, g_shw)
+        NOISE, NW, B,      # as in _adain_fwd_kernel
+        MEAN, RSTD,        # [N, C] fp32 statistics saved by the forward
+        PDSHIFT, PDSCALE,  # [N * C, n_chunks] fp32 out: per-chunk sums of g and g * xhat
+        C, HW, n_cblocks, n_chunks, x_sn, x_sc, x_shw, g_sn, g_sc, g_shw, nz_sn, nz_shw, slope,
+        HAS_NOISE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        n, c, hw, chunk, c_ok, hw_ok, mask = _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C, BLOCK_HW)
+        u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, x_sn, x_sc, x_shw,
+                                   nz_sn, nz_shw, HAS_NOISE, BLOCK_HW)
+        t = tl.where(u > 0, u, u * slope)
+        nc = n * C + c
+        mean = tl.load(MEAN + nc, mask=c_ok, other=0.0)
+        rstd = tl.load(RSTD + nc, mask=c_ok, other=0.0)
+        xhat = (t - mean[:, None]) * rstd[:, None]
+        g = tl.load(G + _adain_offsets(n, c, hw, g_sn, g_sc, g_shw), mask=mask, other=0.0).to(tl.float32)
+        out = nc * n_chunks + chunk
+        tl.store(PDSHIFT + out, tl.sum(g, axis=1), mask=c_ok)
+        tl.store(PDSCALE + out, tl.sum(g * xhat, axis=1), mask=c_ok)
+
+    @triton.jit
+    def _adain_bwd_kernel(
+        X, DX,             # [N, C, H, W] forward input and its gradient, same strides; dx in x's dtype
+        G,                 # [N, C, H, W] gradient of y (strides g_sn, g_sc, g_shw)
+        NOISE, NW, B,      # as in _adain_fwd_kernel
+        SCALE,             # [N, C] style scale, contiguous
+        MEAN, RSTD,        # [N, C] fp32 statistics saved by the forward
+        DSHIFT, DSCALE,    # [N, C] fp32 dh and ds: read when HAS_SUMS (split planes), else written
+        PDB, PDW,          # [N * C, n_chunks] fp32 out: partial sums of du and du * noise
+        C, HW, n_cblocks, n_chunks, x_sn, x_sc, x_shw, g_sn, g_sc, g_shw, nz_sn, nz_shw, slope,
+        HAS_NOISE: tl.constexpr, HAS_SUMS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        n, c, hw, chunk, c_ok, hw_ok, mask = _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C, BLOCK_HW)
+        u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, x_sn, x_sc, x_shw,
+                                   nz_sn, nz_shw, HAS_NOISE, BLOCK_HW)
+        t = tl.where(u > 0, u, u * slope)
+        nc = n * C + c
+        mean = tl.load(MEAN + nc, mask=c_ok, other=0.0)
+        rstd = tl.load(RSTD + nc, mask=c_ok, other=0.0)
+        xhat = (t - mean[:, None]) * rstd[:, None]
+        g = tl.load(G + _adain_offsets(n, c, hw, g_sn, g_sc, g_shw), mask=mask, other=0.0).to(tl.float32)
+        if HAS_SUMS:
+            dh = tl.load(DSHIFT + nc, mask=c_ok, other=0.0)
+            ds = tl.load(DSCALE + nc, mask=c_ok, other=0.0)
+        else:  # masked g is 0, so masked lanes add nothing
+            dh = tl.sum(g, axis=1)
+            ds = tl.sum(g * xhat, axis=1)
+            tl.store(DSHIFT + nc, dh, mask=c_ok)
+            tl.store(DSCALE + nc, ds, mask=c_ok)
+        s = tl.load(SCALE + nc, mask=c_ok, other=0.0).to(tl.float32)
+        dt = (s * rstd)[:, None] * (g - (dh[:, None] + xhat * ds[:, None]) / HW)
+        du = tl.where(mask, tl.where(u > 0, dt, dt * slope), 0.0)
+        tl.store(DX + offs, du.to(DX.dtype.element_ty), mask=mask)
+        out = nc * n_chunks + chunk
+        tl.store(PDB + out, tl.sum(du, axis=1), mask=c_ok)
+        if HAS_NOISE:
+            tl.store(PDW + out, tl.sum(du * nz[None, :], axis=1), mask=c_ok)
+
+    # ------------------------------------------------------------------------------------------
+    # Triton kernels: bias + leaky ReLU, and its gradient (itself differentiable, for R1)
+
+    @triton.jit
+    def _bias_lrelu_fwd_kernel(
+        X, Y,  # [R, L] x and y in memory order (row-major, contiguous); y in x's dtype
+        B,     # [C] bias; channel of element (r, l) is r % C if BIAS_PER_ROW (NCHW) else l ([N, C], NHWC)
+        R, L, C, n_lblocks, slope, gain,
+        BIAS_PER_ROW: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        r = (pid // n_lblocks) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
+        l = (pid % n_lblocks) * BLOCK_L + tl.arange(0, BLOCK_L)   # [BLOCK_L]
+        mask = (r < R)[:, None] & (l < L)[None, :]
+        offs = r.to(tl.int64)[:, None] * L + l[None, :]
+        v = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+        if BIAS_PER_ROW:
+            v = v + tl.load(B + r % C, mask=r < R, other=0.0).to(tl.float32)[:, None]
+        else:
+            v = v + tl.load(B + l, mask=l < L, other=0.0).to(tl.float32)[None, :]
+        y = tl.where(v > 0, v, v * slope) * gain
+        tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
+
+    # dL/dx = dL/dy * gain * (1 if x + b > 0 else slope). With gain > 0 and slope >= 0, y > 0
+    # exactly when x + b > 0, so the saved output y carries the mask (and the next conv already
+    # keeps y alive: no extra memory). The map g -> dx is linear in g with a mask whose derivative in
+    # y is zero almost everywhere, so its own backward is the same kernel applied to the incoming
+    # gradient: that is the second-order gradient R1 and WGAN-GP need.
+    @triton.jit
+    def _lrelu_grad_kernel(
+        G, Y, DX,  # [numel] incoming gradient, forward output, result; one layout, flat memory order
+        numel, slope, gain, BLOCK: tl.constexpr,
+    ):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < numel
+        g = tl.load(G + offs, mask=mask, other=0.0).to(tl.float32)
+        y = tl.load(Y + offs, mask=mask, other=0.0).to(tl.float32)
+        dx = tl.where(y > 0, g, g * slope) * gain
+        tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers (shapes, layouts, tile plans)
+
+def _num_warps(tile):
+    return max(1, min(8, tile // 512))
+
+
+def _dense(x):
+    """x itself if NCHW- or channels_last-contiguous (so empty_like(x) has x's strides), else a copy."""
+    if x.is_contiguous() or (x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)):
+        return x
+    return x.contiguous()
+
+
+def _plane_strides(t):
+    """(sn, sc, shw): strides of a [N, C, H, W] tensor over n, c and the flattened h * w, copying t
+    first if its H and W do not flatten into one axis. Returns (t, strides)."""
+    sn, sc, sh, sw = t.stride()
+    H, W = t.shape[2:]
+    if H > 1 and W > 1 and sh != W * sw:
+        t = t.contiguous()
+        sn, sc, sh, sw = t.stride()
+    return t, (sn, sc, sw if W > 1 else sh)
+
+
+def _adain_plan(C, HW, channels_last):
+    """(BLOCK_C, BLOCK_HW, n_chunks) of a noise_adain launch."""
+    if SPLIT_HW < 1 or SPLIT_HW & (SPLIT_HW - 1):
+        raise ValueError(f"kernels.SPLIT_HW must be a power of two, got {SPLIT_HW}")
+    c_p2, hw_p2 = triton.next_power_of_2(C), triton.next_power_of_2(HW)
+    # In channels_last a plane is strided by C: take channels side by side so loads coalesce.
+    min_c = min(c_p2, 32) if channels_last else 1
+    if hw_p2 * min_c <= SPLIT_HW:  # whole planes, several per program while they are small
+        return min(c_p2, max(min_c, BATCH_TILE // hw_p2)), hw_p2, 1
+    block_hw = max(1, SPLIT_HW // min_c)
+    return min_c, block_hw, triton.cdiv(HW, block_hw)
+
+
+def _adain_launch_args(x, noise, noise_weight):
+    """Layout-normalized x and noise, the tile plan and the arguments every adain kernel shares."""
+    N, C, H, W = x.shape
+    x, (x_sn, x_sc, x_shw) = _plane_strides(_dense(x))
+    has_noise = noise is not None
+    if has_noise:
+        noise, (nz_sn, _, nz_shw) = _plane_strides(noise)
+        noise_weight = noise_weight.contiguous()
+    else:  # placeholders, never read (HAS_NOISE=False)
+        noise, noise_weight, nz_sn, nz_shw = x, x, 0, 0
+    BLOCK_C, BLOCK_HW, n_chunks = _adain_plan(C, H * W, channels_last=(x_sc == 1 and x_shw != 1))
+    n_cblocks = triton.cdiv(C, BLOCK_C)
+    grid = (N * n_cblocks * n_chunks,)
+    meta = dict(HAS_NOISE=has_noise, BLOCK_C=BLOCK_C, BLOCK_HW=BLOCK_HW, num_warps=_num_warps(BLOCK_C * BLOCK_HW))
+    dims = (C, H * W, n_cblocks, n_chunks)
+    return x, noise, noise_weight, (x_sn, x_sc, x_shw), (nz_sn, nz_shw), dims, grid, meta
+
+
+def _adain_forward(x, noise, noise_weight, bias, scale, shift, slope, eps):
+    """Returns y [N, C, H, W] (x's dtype) and the fp32 plane statistics mean, rstd [N, C]."""
+    N, C, H, W = x.shape
+    x, noise, nw, xs, nzs, dims, grid, meta = _adain_launch_args(x, noise, noise_weight)
+    n_chunks = dims[3]
+    bias, scale, shift = bias.contiguous(), scale.contiguous(), shift.contiguous()
+    y = torch.empty_like(x)
+    mean = torch.empty((N, C), device=x.device, dtype=torch.float32)
+    rstd = torch.empty((N, C), device=x.device, dtype=torch.float32)
+    if n_chunks > 1:
+        cmean = torch.empty((N * C, n_chunks), device=x.device, dtype=torch.float32)
+        cm2 = torch.empty((N * C, n_chunks), device=x.device, dtype=torch.float32)
+        _adain_stats_kernel[grid](x, noise, nw, bias, cmean, cm2, *dims, *xs, *nzs, slope, **meta)
+        # Chan et al. (1979): mean = sum(n_k mean_k) / M, M2 = sum(M2_k) + sum(n_k (mean_k - mean)^2)
+        count = (H * W - meta["BLOCK_HW"] * torch.arange(n_chunks, device=x.device))
+        count = count.clamp(max=meta["BLOCK_HW"]).float()
+        mean = (cmean * count).sum(1) / (H * W)
+        m2 = cm2.sum(1) + ((cmean - mean[:, None]).square() * count).sum(1)
+        mean, rstd = mean.view(N, C), torch.rsqrt(m2 / (H * W) + eps).view(N, C)
+    _adain_fwd_kernel[grid](x, y, noise, nw, bias, scale, shift, mean, rstd, *dims, *xs, *nzs,
+                            slope, eps, HAS_STATS=n_chunks > 1, **meta)
+    return y, mean, rstd
+
+
+def _adain_backward(dy, x, noise, noise_weight, bias, scale, mean, rstd, slope):
+    """Returns dx [N, C, H, W] (x's dtype), d noise_weight [C], d bias [C], d scale, d shift [N, C],
+    all but dx in fp32; d noise_weight is None without noise."""
+    N, C, H, W = x.shape
+    x, noise, nw, xs, nzs, dims, grid, meta = _adain_launch_args(x, noise, noise_weight)
+    dy, gs = _plane_strides(dy)  # the gradient may come in any layout (e.g. expanded by .sum())
+    n_chunks = dims[3]
+    bias, scale = bias.contiguous(), scale.contiguous()
+    dx = torch.empty_like(x)
+    dshift = torch.empty((N, C), device=x.device, dtype=torch.float32)
+    dscale = torch.empty((N, C), device=x.device, dtype=torch.float32)
+    pdb = torch.empty((N * C, n_chunks), device=x.device, dtype=torch.float32)
+    pdw = torch.empty((N * C, n_chunks), device=x.device, dtype=torch.float32) if meta["HAS_NOISE"] else pdb
+    if n_chunks > 1:
+        pdh = torch.empty((N * C, n_chunks), device=x.device, dtype=torch.float32)
+        pds = torch.empty((N * C, n_chunks), device=x.device, dtype=torch.float32)
+        _adain_bwd_sums_kernel[grid](x, dy, noise, nw, bias, mean, rstd, pdh, pds, *dims, *xs, *gs, *nzs,
+                                     slope, **meta)
+        dshift, dscale = pdh.sum(1).view(N, C), pds.sum(1).view(N, C)
+    _adain_bwd_kernel[grid](x, dx, dy, noise, nw, bias, scale, mean, rstd, dshift, dscale, pdb, pdw,
+                            *dims, *xs, *gs, *nzs, slope, HAS_SUMS=n_chunks > 1, **meta)
+    dbias = pdb.view(N, C, n_chunks).sum((0, 2))
+    dnw = pdw.view(N, C, n_chunks).sum((0, 2)) if meta["HAS_NOISE"] else None
+    return dx, dnw, dbias, dscale, dshift
+
+
+def _bias_lrelu_forward(x, bias, slope, gain):
+    x = _dense(x)
+    y = torch.empty_like(x)
+    if x.numel() == 0:
+        return y
+    C = x.shape[1]
+    if x.ndim == 2 or not x.is_contiguous():  # [N, C] or channels_last: channel is the last axis
+        R, L, per_row = x.numel() // C, C, False
+    else:  # NCHW: one channel per row of H * W
+        R, L, per_row = x.shape[0] * C, x.numel() // (x.shape[0] * C), True
+    BLOCK_L = min(triton.next_power_of_2(L), ELEMWISE_TILE)
+    BLOCK_R = min(triton.next_power_of_2(R), max(1, ELEMWISE_TILE // BLOCK_L))
+    n_lblocks = triton.cdiv(L, BLOCK_L)
+    grid = (triton.cdiv(R, BLOCK_R) * n_lblocks,)
+    _bias_lrelu_fwd_kernel[grid](x, y, bias.contiguous(), R, L, C, n_lblocks, slope, gain,
+                                 BIAS_PER_ROW=per_row, BLOCK_R=BLOCK_R, BLOCK_L=BLOCK_L,
+                                 num_warps=_num_warps(BLOCK_R * BLOCK_L))
+    return y
+
+
+def _lrelu_grad(g, y, slope, gain):
+    dx = torch.empty_like(y)  # y is dense, so dx has its strides
+    if g.stride() != y.stride():  # one flat layout for all three tensors
+        g = torch.empty_like(y).copy_(g)
+    if y.numel() == 0:
+        return dx
+    grid = (triton.cdiv(y.numel(), ELEMWISE_TILE),)
+    _lrelu_grad_kernel[grid](g, y, dx, y.numel(), slope, gain, BLOCK=ELEMWISE_TILE,
+                             num_warps=_num_warps(ELEMWISE_TILE))
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------
+# Autograd functions
+
+class _NoiseAdaIN(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, noise, noise_weight, bias, scale, shift, slope, eps):
+        y, mean, rstd = _adain_forward(x, noise, noise_weight, bias, scale, shift, slope, eps)
+        ctx.save_for_backward(x, noise, noise_weight, bias, scale, mean, rstd)
+        ctx.slope, ctx.shift_dtype = slope, shift.dtype
+        return y
+
+    @staticmethod
+    @once_differentiable  # StyleGAN (v1) never differentiates the generator twice
+    def backward(ctx, dy):
+        x, noise, noise_weight, bias, scale, mean, rstd = ctx.saved_tensors
+        dx, dnw, dbias, dscale, dshift = _adain_backward(dy, x, noise, noise_weight, bias, scale,
+                                                         mean, rstd, ctx.slope)
+        dnoise = None
+        if ctx.needs_input_grad[1]:  # rare (noise is sampled); one extra read of dx
+            dnoise = (dx.float() * noise_weight.float().view(1, -1, 1, 1)).sum(1, keepdim=True)
+            dnoise = dnoise.to(noise.dtype)
+        if dnw is not None:
+            dnw = dnw.to(noise_weight.dtype)
+        return (dx, dnoise, dnw, dbias.to(bias.dtype), dscale.to(scale.dtype),
+                dshift.to(ctx.shift_dtype), None, None)
+
+
+class _LReLUGrad(torch.autograd.Function):
+    """dx = g * gain * (1 if y > 0 else slope), the backward of bias_lrelu as an op of its own."""
+
+    @staticmethod
+    def forward(ctx, g, y, slope, gain):
+        ctx.save_for_backward(y)
+        ctx.slope, ctx.gain = slope, gain
+        return _lrelu_grad(g, y, slope, gain)
+
+    @staticmethod
+    def backward(ctx, ggx):
+        y, = ctx.saved_tensors
+        gg = _LReLUGrad.apply(ggx, y, ctx.slope, ctx.gain) if ctx.needs_input_grad[0] else None
+        return gg, None, None, None  # the mask is piecewise constant in y: zero gradient
+
+
+class _BiasLReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, bias, slope, gain):
+        y = _bias_lrelu_forward(x, bias, slope, gain)
+        ctx.save_for_backward(y)
+        ctx.slope, ctx.gain, ctx.bias_dtype = slope, gain, bias.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        y, = ctx.saved_tensors
+        dx = _LReLUGrad.apply(dy, y, ctx.slope, ctx.gain)
+        dbias = None
+        if ctx.needs_input_grad[1]:  # differentiable torch sum: R1 flows through it too
+            dbias = dx.float().sum([0, *range(2, dx.ndim)]).to(ctx.bias_dtype)
+        return dx, dbias, None, None
+
+
+# ----------------------------------------------------------------------------------------------
 # Public ops
 
 def _use_triton(x, impl):
+    """True to run the Triton kernels for tensor x; see the module docstring for the rules."""
     impl = IMPL if impl == "auto" else impl
+    if impl not in ("auto", "triton", "ref"):
+        raise ValueError(f"impl (or kernels.IMPL / STYLEGAN_IMPL) must be 'auto', 'triton' or 'ref', "
+                         f"got {impl!r}")
     if impl == "ref":
         return False
-    if impl == "triton":
-        raise RuntimeError("impl='triton' requested, but the Triton kernels are not written yet")
-    return False
+    ok = HAS_TRITON and (x.is_cuda or INTERPRET)
+    if impl == "triton" and not ok:
+        why = ("triton is not installed" if not HAS_TRITON else
+               f"the tensor is on {x.device}: Triton needs a CUDA tensor, or TRITON_INTERPRET=1 "
+               "set before kernels.py is imported")
+        raise RuntimeError(f"impl='triton' requested, but {why}")
+    return ok
 
 
 def noise_adain(x, noise, noise_weight, bias, scale, shift, *, slope=0.2, eps=1e-8, impl="auto"):
-    if _use_triton(x, impl):
-        raise NotImplementedError
-    return noise_adain_ref(x, noise, noise_weight, bias, scale, shift, slope, eps)
+    """StyleGAN layer epilogue, see noise_adain_ref. x [N, C, H, W] (fp32/bf16/fp16, NCHW or
+    channels_last); noise [N or 1, 1, H, W] or None; noise_weight, bias [C]; scale, shift [N, C].
+    Returns y like x. Statistics in fp32."""
+    if x.ndim != 4:
+        raise ValueError(f"noise_adain: x must be [N, C, H, W], got shape {tuple(x.shape)}")
+    N, C, H, W = x.shape
+    if noise is not None:
+        if noise_weight is None:
+            raise ValueError("noise_adain: noise given without noise_weight")
+        if noise.ndim != 4 or noise.shape[0] not in (1, N) or tuple(noise.shape[1:]) != (1, H, W):
+            raise ValueError(f"noise_adain: noise must be [{N} or 1, 1, {H}, {W}], got {tuple(noise.shape)}")
+    for name, p, shape in (("noise_weight", noise_weight if noise is not None else None, (C,)),
+                           ("bias", bias, (C,)), ("scale", scale, (N, C)), ("shift", shift, (N, C))):
+        if p is not None and tuple(p.shape) != shape:
+            raise ValueError(f"noise_adain: {name} must be {list(shape)}, got {list(p.shape)}")
+    if not _use_triton(x, impl):
+        return noise_adain_ref(x, noise, noise_weight, bias, scale, shift, slope, eps)
+    if noise is not None:  # a [1, 1, H, W] map (noise_mode="const") broadcasts; autograd sums its grad
+        noise = noise.expand(N, 1, H, W)
+    else:
+        noise_weight = None
+    return _NoiseAdaIN.apply(x, noise, noise_weight, bias, scale, shift, float(slope), float(eps))
 
 
 def bias_lrelu(x, bias, *, slope=0.2, gain=1.0, impl="auto"):
-    if _use_triton(x, impl):
-        raise NotImplementedError
-    return bias_lrelu_ref(x, bias, slope, gain)
+    """y = leaky_relu(x + bias[c], slope) * gain for x [N, C] or [N, C, H, W]; y like x. First and
+    second order gradients (R1) in both implementations."""
+    if x.ndim < 2 or bias.shape != (x.shape[1],):
+        raise ValueError(f"bias_lrelu: x must be [N, C, ...] with bias [C], got x {tuple(x.shape)}, "
+                         f"bias {tuple(bias.shape)}")
+    if not _use_triton(x, impl):
+        return bias_lrelu_ref(x, bias, slope, gain)
+    if not (gain > 0 and slope >= 0):  # the backward reads the sign of x + b off the sign of y
+        raise ValueError(f"bias_lrelu (Triton): needs gain > 0 and slope >= 0, got gain={gain}, slope={slope}")
+    return _BiasLReLU.apply(x, bias, float(slope), float(gain))
