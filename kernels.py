@@ -66,10 +66,11 @@ def noise_adain_ref(x, noise, noise_weight, bias, scale, shift, slope=0.2, eps=1
 
 
 def bias_lrelu_ref(x, bias, slope=0.2, gain=1.0):
-    """y = leaky_relu(x + bias[c]) * gain for x [N, C] or [N, C, H, W]."""
-    b = bias.to(x.dtype).view(1, -1, *([1] * (x.ndim - 2)))
-    y = F.leaky_relu(x + b, slope)
-    return y * gain if gain != 1.0 else y
+    """y = leaky_relu(x + bias[c]) * gain for x [N, C] or [N, C, H, W], computed in fp32 (a bf16 x
+    under autocast meets the fp32 bias unrounded) and returned in x's dtype."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    y = F.leaky_relu(x.to(acc) + bias.to(acc).view(1, -1, *([1] * (x.ndim - 2))), slope)
+    return (y * gain if gain != 1.0 else y).to(x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------

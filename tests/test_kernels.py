@@ -1,0 +1,269 @@
+"""kernels.py: every Triton kernel and gradient against its PyTorch reference.
+
+Runs on CPU through the Triton interpreter (tests/conftest.py sets TRITON_INTERPRET=1 when there is
+no GPU) and on CUDA when present. fp32 results are checked against the reference evaluated in
+float64 (the truth) to 1e-5 of the largest reference value; bf16/fp16 against the reference in the
+same dtype to 1e-2. Every buffer kernels.py allocates starts out NaN, so an output element a kernel
+forgets to write fails. Shapes are small and odd (primes, C=1, H != W); the split-plane path is
+forced by lowering kernels.SPLIT_HW.
+
+    pytest tests/test_kernels.py
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kernels
+
+pytest.importorskip("triton")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def poison(monkeypatch):
+    """torch.empty / empty_like return NaN-filled float tensors while a test runs."""
+    empty, empty_like = torch.empty, torch.empty_like
+
+    def nan(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan(empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan(empty_like(*a, **k)))
+
+
+def assert_close(got, want, tol, name):
+    """Max |got - want| within tol of max |want| (a scale that also suits sums that cancel)."""
+    if got is None and want is None:  # e.g. d noise_weight without noise: unused by both
+        return
+    want = torch.zeros_like(got) if want is None else want  # autograd's None means zero
+    got = torch.zeros_like(want) if got is None else got
+    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    got, want = got.double(), want.double()
+    assert torch.isfinite(got).all(), f"{name}: non-finite values (an element left unwritten?)"
+    scale = want.abs().max().item()
+    err = (got - want).abs().max().item()
+    assert err <= tol * scale or err == 0, f"{name}: max error {err:.2e} = {err / max(scale, 1e-300):.1e} " \
+                                           f"of max |ref| {scale:.2e}, tolerance {tol:.0e}"
+
+
+def randn(*shape, dtype=torch.float32):
+    return torch.randn(*shape, device=DEVICE, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# noise_adain
+
+def adain_inputs(shape, noise_mode, channels_last, dtype, seed):
+    """x, noise, noise_weight, bias, scale, shift; params fp32 as under autocast, all nonzero."""
+    torch.manual_seed(seed)
+    N, C, H, W = shape
+    x = randn(*shape, dtype=dtype) * 2 + 0.3
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    noise = {None: None, "batch": randn(N, 1, H, W), "grad": randn(N, 1, H, W).requires_grad_(),
+             "const": randn(1, 1, H, W).expand(N, 1, H, W)}[noise_mode]
+    return x, noise, randn(C), randn(C) * 0.5, randn(N, C) + 1, randn(N, C)
+
+
+def adain_run(impl, x, noise, noise_weight, bias, scale, shift, dy, dtype=None):
+    """y and the gradients of (x, noise_weight, bias, scale, shift[, noise if it requires grad])
+    for upstream dy, the inputs first cast to dtype (float64 for the truth)."""
+    cast = (lambda t: t) if dtype is None else (lambda t: t.to(dtype))
+    leaves = [cast(t).detach().requires_grad_(True) for t in (x, noise_weight, bias, scale, shift)]
+    nz = None if noise is None else cast(noise).detach().requires_grad_(noise.requires_grad)
+    y = kernels.noise_adain(leaves[0], nz, *leaves[1:], impl=impl)
+    inputs = leaves + ([nz] if nz is not None and nz.requires_grad else [])
+    grads = torch.autograd.grad(y, inputs, cast(dy), allow_unused=True)
+    return y, grads
+
+
+ADAIN_CASES = [  # shape, noise, channels_last, SPLIT_HW (None: the default 4096)
+    ((2, 3, 4, 4), "batch", False, None),   # the 4x4 layers: several planes per program
+    ((3, 5, 7, 3), None, False, None),      # primes, H != W, no noise
+    ((1, 1, 5, 9), "batch", False, None),   # one channel, one sample
+    ((2, 3, 1, 7), "grad", False, None),    # H = 1; gradient for the noise too
+    ((2, 4, 13, 11), "batch", False, 64),   # planes split in 3 chunks, the last ragged
+    ((1, 2, 67, 65), "const", False, None), # default threshold: 4355 > 4096 elements split in 2
+    ((2, 6, 5, 7), "const", True, None),    # channels_last, one [1, 1, H, W] map for the batch
+    ((2, 40, 6, 5), "grad", True, 64),      # channels_last split, ragged channel block
+]
+
+
+@pytest.mark.parametrize("shape,noise_mode,channels_last,split_hw", ADAIN_CASES)
+def test_noise_adain_fp32(shape, noise_mode, channels_last, split_hw, monkeypatch):
+    if split_hw is not None:
+        monkeypatch.setattr(kernels, "SPLIT_HW", split_hw)
+    N, C, H, W = shape
+    n_chunks = kernels._adain_plan(C, H * W, channels_last)[2]
+    assert (n_chunks > 1) == (split_hw is not None or H * W > kernels.SPLIT_HW)  # the path meant
+    args = adain_inputs(shape, noise_mode, channels_last, torch.float32, seed=sum(shape))
+    dy = randn(*shape)
+    y, grads = adain_run("triton", *args, dy)
+    y64, grads64 = adain_run("ref", *args, dy, dtype=torch.float64)
+    assert y.dtype == torch.float32
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    names = ["y", "dx", "dnoise_weight", "dbias", "dscale", "dshift", "dnoise"]
+    for name, got, want in zip(names, (y, *grads), (y64, *grads64)):
+        assert_close(got, want, 1e-5, name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape,noise_mode,channels_last,split_hw", [ADAIN_CASES[i] for i in (0, 4, 5, 7)])
+def test_noise_adain_half(shape, noise_mode, channels_last, split_hw, dtype, monkeypatch):
+    if split_hw is not None:
+        monkeypatch.setattr(kernels, "SPLIT_HW", split_hw)
+    args = adain_inputs(shape, noise_mode, channels_last, dtype, seed=sum(shape) + 1)
+    dy = randn(*shape, dtype=dtype)
+    y, grads = adain_run("triton", *args, dy)
+    y_ref, grads_ref = adain_run("ref", *args, dy)
+    assert y.dtype == dtype and grads[0].dtype == dtype and grads[1].dtype == torch.float32
+    names = ["y", "dx", "dnoise_weight", "dbias", "dscale", "dshift", "dnoise"]
+    for name, got, want in zip(names, (y, *grads), (y_ref, *grads_ref)):
+        assert_close(got, want, 1e-2, name)
+
+
+def test_noise_adain_strided_style_and_grad():
+    """scale/shift as chunk() views of one [N, 2C] style, as the model passes them, and an
+    expanded (stride 0) upstream gradient."""
+    x, noise, nw, bias, _, _ = adain_inputs((2, 5, 6, 6), "batch", False, torch.float32, seed=3)
+    style, dy = randn(2, 10), randn(1, 1, 6, 6).expand(2, 5, 6, 6)  # stride 0 over n and c
+    outs = []
+    for impl in ("triton", "ref"):
+        leaves = [t.detach().requires_grad_(True) for t in (x, nw, bias, style)]
+        ys, yb = leaves[3].chunk(2, dim=1)
+        y = kernels.noise_adain(leaves[0], noise, leaves[1], leaves[2], ys + 1, yb, impl=impl)
+        outs.append((y, *torch.autograd.grad(y, leaves, dy)))
+    for name, got, want in zip(["y", "dx", "dnoise_weight", "dbias", "dstyle"], *outs):
+        assert_close(got, want, 1e-5, name)
+
+
+# ----------------------------------------------------------------------------------------------
+# bias_lrelu
+
+LRELU_CASES = [  # shape, channels_last
+    ((5, 7), False),            # mapping network / dense layer [N, C]
+    ((300, 7), False),          # [N, C] over two programs, the last ragged
+    ((2, 3, 5, 4), False),
+    ((3, 1, 4, 4), False),      # one channel
+    ((2, 3, 1, 1), False),      # 1x1 planes
+    ((2, 3, 37, 41), False),    # planes larger than one program
+    ((2, 5, 19, 23), True),     # channels_last
+]
+
+
+@pytest.mark.parametrize("gain", [1.0, math.sqrt(2)])
+@pytest.mark.parametrize("shape,channels_last", LRELU_CASES)
+def test_bias_lrelu_fp32(shape, channels_last, gain):
+    torch.manual_seed(sum(shape))
+    x, bias, dy = randn(*shape), randn(shape[1]), randn(*shape)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    outs = []
+    for impl, dtype in (("triton", torch.float32), ("ref", torch.float64)):
+        xx, bb = (t.to(dtype).requires_grad_(True) for t in (x, bias))
+        y = kernels.bias_lrelu(xx, bb, gain=gain, impl=impl)
+        outs.append((y, *torch.autograd.grad(y, (xx, bb), dy.to(dtype))))
+    assert outs[0][0].stride() == x.stride()
+    for name, got, want in zip(["y", "dx", "dbias"], *outs):
+        assert_close(got, want, 1e-5, name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape,channels_last", [LRELU_CASES[i] for i in (1, 5, 6)])
+def test_bias_lrelu_half(shape, channels_last, dtype):
+    """x in half precision with an fp32 bias, as under autocast."""
+    torch.manual_seed(sum(shape) + 1)
+    x, bias, dy = randn(*shape, dtype=dtype), randn(shape[1]), randn(*shape, dtype=dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    outs = []
+    for impl in ("triton", "ref"):
+        xx, bb = x.detach().requires_grad_(True), bias.detach().requires_grad_(True)
+        y = kernels.bias_lrelu(xx, bb, gain=math.sqrt(2), impl=impl)
+        outs.append((y, *torch.autograd.grad(y, (xx, bb), dy)))
+    assert outs[0][0].dtype == dtype and outs[0][2].dtype == torch.float32
+    for name, got, want in zip(["y", "dx", "dbias"], *outs):
+        assert_close(got, want, 1e-2, name)
+
+
+def test_bias_lrelu_ref_gradgradcheck():
+    """The reference is twice differentiable in x and bias (float64 finite differences)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 2, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, b: kernels.bias_lrelu_ref(x, b, 0.2, math.sqrt(2))
+    assert torch.autograd.gradcheck(fn, (x, bias))
+    assert torch.autograd.gradgradcheck(fn, (x, bias))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bias_lrelu_second_order(channels_last):
+    """R1 as the discriminator computes it: the squared input gradient of a small conv + dense net,
+    differentiated again with respect to every parameter and the input."""
+    torch.manual_seed(1)
+    x, W1, b1 = randn(3, 2, 5, 6), randn(4, 2, 3, 3) * 0.5, randn(4)
+    W2, b2, v = randn(4 * 5 * 6, 7) * 0.1, randn(7), randn(3, 7)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    outs = []
+    for impl, dtype in (("triton", torch.float32), ("ref", torch.float64)):
+        leaves = [t.to(dtype).detach().requires_grad_(True) for t in (x, W1, b1, W2, b2)]
+        xx, w1, bb1, w2, bb2 = leaves
+        h = kernels.bias_lrelu(F.conv2d(xx, w1, padding=1), bb1, gain=math.sqrt(2), impl=impl)
+        out = kernels.bias_lrelu(h.flatten(1) @ w2, bb2, gain=math.sqrt(2), impl=impl)
+        gx, = torch.autograd.grad((out * v.to(dtype)).sum(), xx, create_graph=True)
+        r1 = gx.square().sum()
+        outs.append((gx, *torch.autograd.grad(r1, leaves, allow_unused=True)))
+    for name, got, want in zip(["dD/dx", "dR1/dx", "dR1/dW1", "dR1/db1", "dR1/dW2", "dR1/db2"], *outs):
+        assert_close(got, want, 1e-5, name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dispatch and input checks
+
+def test_impl_switch(monkeypatch):
+    x, noise, nw, bias, scale, shift = adain_inputs((2, 3, 4, 4), "batch", False, torch.float32, seed=0)
+
+    def boom(*args):
+        raise AssertionError("the Triton path ran")
+
+    monkeypatch.setattr(kernels._NoiseAdaIN, "apply", boom)
+    monkeypatch.setattr(kernels._BiasLReLU, "apply", boom)
+    monkeypatch.setattr(kernels, "IMPL", "ref")  # the global switch sends "auto" to the reference
+    assert torch.equal(kernels.noise_adain(x, noise, nw, bias, scale, shift),
+                       kernels.noise_adain_ref(x, noise, nw, bias, scale, shift))
+    assert torch.equal(kernels.bias_lrelu(x, bias), kernels.bias_lrelu_ref(x, bias))
+    monkeypatch.setattr(kernels, "IMPL", "triton")
+    with pytest.raises(AssertionError, match="Triton path ran"):
+        kernels.bias_lrelu(x, bias)
+    kernels.bias_lrelu(x, bias, impl="ref")  # an explicit argument beats the global switch
+    monkeypatch.setattr(kernels, "IMPL", "fast")
+    with pytest.raises(ValueError, match="STYLEGAN_IMPL"):
+        kernels.bias_lrelu(x, bias)
+
+
+def test_triton_unavailable(monkeypatch):
+    x, bias = torch.randn(2, 3), torch.randn(3)  # a CPU tensor even when CUDA is present
+    monkeypatch.setattr(kernels, "INTERPRET", False)
+    assert torch.equal(kernels.bias_lrelu(x, bias), kernels.bias_lrelu_ref(x, bias))  # auto: reference
+    with pytest.raises(RuntimeError, match="on cpu"):
+        kernels.bias_lrelu(x, bias, impl="triton")
+    monkeypatch.setattr(kernels, "HAS_TRITON", False)
+    with pytest.raises(RuntimeError, match="not installed"):
+        kernels.bias_lrelu(x, bias, impl="triton")
+
+
+def test_bad_inputs():
+    x, noise, nw, bias, scale, shift = adain_inputs((2, 3, 4, 4), "batch", False, torch.float32, seed=0)
+    with pytest.raises(ValueError, match="x must be"):
+        kernels.noise_adain(x[0], noise, nw, bias, scale, shift)
+    with pytest.raises(ValueError, match="noise must be"):
+        kernels.noise_adain(x, noise[:, :, :2], nw, bias, scale, shift)
+    with pytest.raises(ValueError, match="scale must be"):
+        kernels.noise_adain(x, noise, nw, bias, scale[:1], shift)
+    with pytest.raises(ValueError, match="bias"):
+        kernels.bias_lrelu(x, bias[:2])
+    with pytest.raises(ValueError, match="gain > 0"):
+        kernels.bias_lrelu(x, bias, gain=-1.0, impl="triton")
