@@ -269,13 +269,13 @@ def test_celeba_prepare_and_load(celeba, tmp_path):
     assert torch.equal(tar.at(32)[tar.names.index(f"img_align_celeba/{first}")], src.at(32)[0])
 
 
-def test_cli_help_and_prepare(folder, tmp_path):
+def test_cli_help_and_prepare(folder, tmp_path, capsys):
     out = subprocess.run([sys.executable, str(ROOT / "data.py"), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--src" in out.stdout and "--skip-bad" in out.stdout
-    out = subprocess.run([sys.executable, str(ROOT / "data.py"), "--src", str(folder), "--dst", str(tmp_path / "p"),
-                          "--res", "8", "--workers", "1"], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "wrote" in out.stdout and "on disk" in out.stdout and "6 images" in out.stdout
-    out = subprocess.run([sys.executable, str(ROOT / "data.py"), "--src", str(tmp_path / "nope"), "--dst",
-                          str(tmp_path / "q")], capture_output=True, text=True)
-    assert out.returncode == 1 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+    data.main(["--src", str(folder), "--dst", str(tmp_path / "p"), "--res", "8", "--workers", "1"])
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "on disk" in printed and "6 images at 4..8" in printed
+    with pytest.raises(SystemExit, match="data.py: data source .* does not exist"):
+        data.main(["--src", str(tmp_path / "nope"), "--dst", str(tmp_path / "q")])
+    with pytest.raises(SystemExit, match="already exists; pass --force"):
+        data.main(["--src", str(folder), "--dst", str(tmp_path / "p")])
