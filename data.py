@@ -497,13 +497,17 @@ def default_workers():
     return max(0, min(4, cpus - 1))  # leave a core to the trainer; none spare on a 1-core machine
 
 
+def _collate(images):  # np.stack: torch.stack's multi-threaded copy stalls on a busy small CPU
+    return torch.from_numpy(np.stack([x.numpy() for x in images]))
+
+
 def make_loader(dataset, batch_size, *, rank=0, world_size=1, seed=0, start=0, num_workers=None):
     """An infinite iterator of uint8 batches [batch_size, 3, res, res] for this rank (see
     ShardSampler). The sampler never ends, so the workers live as long as the iterator: nothing is
     respawned per epoch (what persistent_workers buys a finite loader)."""
     num_workers = default_workers() if num_workers is None else num_workers
     sampler = ShardSampler(len(dataset), batch_size, rank, world_size, seed, start)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=_collate,
                                          pin_memory=torch.cuda.is_available(),
                                          prefetch_factor=4 if num_workers else None)
     return iter(loader)
@@ -579,7 +583,8 @@ def prepare(src, dst, res=None, *, max_images=None, skip_bad=False, workers=None
     tmp = Path(tempfile.mkdtemp(prefix=dst.name + ".tmp-", dir=dst.parent))
     try:
         arrays = {r: np.lib.format.open_memmap(tmp / f"{r}x{r}.npy", "w+", np.uint8, (n, 3, r, r)) for r in resolutions}
-        bad, k, last = [], 0, 0.0
+        bad, k, t_loop = [], 0, time.time()
+        last = t_loop
         tty = sys.stdout.isatty()
         if workers > 1:
             pool = multiprocessing.Pool(workers, _init_worker, (source, res))
@@ -600,7 +605,7 @@ def prepare(src, dst, res=None, *, max_images=None, skip_bad=False, workers=None
                 k += 1
                 now = time.time()
                 if now - last > (0.5 if tty else 10.0) or i + 1 == n:
-                    last, rate = now, (i + 1) / max(now - t0, 1e-9)
+                    last, rate = now, (i + 1) / max(now - t_loop, 1e-9)
                     log(f"{i + 1}/{n} images  {rate:.0f} img/s  ETA {_fmt_time((n - i - 1) / rate)}",
                         **({"end": "\r" if i + 1 < n else "\n", "flush": True} if tty and log is print else {}))
         finally:
