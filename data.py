@@ -200,8 +200,8 @@ class FileSource(ImageSource):
 
 
 def _is_image_name(name):
-    parts = name.replace("\\", "/").split("/")
-    return name.lower().endswith(IMAGE_EXTS) and not any(p.startswith(".") or p == "__MACOSX" for p in parts)
+    hidden = any(p.startswith(".") or p == "__MACOSX" for p in name.replace("\\", "/").split("/"))
+    return name.lower().endswith(IMAGE_EXTS) and not hidden
 
 
 class FolderSource(FileSource):
@@ -213,7 +213,7 @@ class FolderSource(FileSource):
         for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             rel = os.path.relpath(dirpath, path)
-            names += [Path(rel, f).as_posix() if rel != "." else f for f in filenames if _is_image_name(f)]
+            names += [(Path(rel) / f).as_posix() for f in filenames if _is_image_name(f)]
         super().__init__(sorted(names), skip_bad)
 
     def _label(self, i):
@@ -236,8 +236,9 @@ class ArchiveSource(FileSource):
         elif tarfile.is_tarfile(path):
             self.kind = "tar"
             try:
-                with tarfile.open(path, "r:") as t:  # plain tar only: compressed tars have no random access
-                    self.members = {m.name: (m.offset_data, m.size) for m in t if m.isfile() and _is_image_name(m.name)}
+                with tarfile.open(path, "r:") as t:  # plain tar only: a compressed one has no random access
+                    self.members = {m.name: (m.offset_data, m.size) for m in t
+                                    if m.isfile() and _is_image_name(m.name)}
             except tarfile.ReadError:
                 raise ValueError(f"{path} is a compressed tar; use an uncompressed .tar or a .zip") from None
             names = list(self.members)
@@ -256,23 +257,26 @@ class ArchiveSource(FileSource):
         return self._handle.read(size)
 
     def __getstate__(self):  # open handles do not travel to spawned workers
-        return {k: v for k, v in self.__dict__.items() if k not in ("_handle", "_pid")} | {"_pid": None}
+        return {k: v for k, v in self.__dict__.items() if k != "_handle"} | {"_pid": None}
 
 
 class PreparedSource(ImageSource):
     """A dataset written by `python data.py`: manifest.json plus `{r}x{r}.npy`, uint8 [N, 3, r, r],
-    for r = 4..resolution, read with np.load(mmap_mode="r") so only the pages touched are loaded."""
+    for r = 4..resolution, read with np.load(mmap_mode="r") so only the pages touched are loaded.
+    Images are the first `count` rows; rows past it (files skipped by --skip-bad) are unused."""
 
     def __init__(self, path):
         self.path, self._arrays = Path(path), {}
         try:
             m = json.loads((self.path / "manifest.json").read_text())
-            self.name, self.count, self.resolutions = m["name"], int(m["count"]), [int(r) for r in m["resolutions"]]
+            self.name, self.count = m["name"], int(m["count"])
+            self.resolutions = [int(r) for r in m["resolutions"]]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}/manifest.json is not a manifest written by data.py ({e})") from None
         missing = [r for r in self.resolutions if not (self.path / f"{r}x{r}.npy").is_file()]
         if missing or self.count < 1:
-            raise ValueError(f"prepared dataset {path} is incomplete: missing levels {missing}, {self.count} images")
+            raise ValueError(f"prepared dataset {path} is incomplete: {self.count} images, "
+                             f"missing levels {missing}")
         self.resolution = max(self.resolutions)
 
     def __len__(self):
@@ -284,10 +288,10 @@ class PreparedSource(ImageSource):
                              f"prepare it again with `python data.py --res {res}`")
         if res not in self._arrays:
             a = np.load(self.path / f"{res}x{res}.npy", mmap_mode="r")
-            if a.shape != (self.count, 3, res, res) or a.dtype != np.uint8:
+            if a.shape[1:] != (3, res, res) or a.shape[0] < self.count or a.dtype != np.uint8:
                 raise ValueError(f"{self.path}/{res}x{res}.npy is {a.dtype} {a.shape}, expected uint8 "
                                  f"{(self.count, 3, res, res)}")
-            self._arrays[res] = a
+            self._arrays[res] = a[:self.count]
         return self._arrays[res]
 
     def at(self, res):
@@ -305,7 +309,7 @@ class PreparedSource(ImageSource):
 # -----------------------------------------------------------------------------
 # The built-in procedural dataset
 
-def _hsv(h, s, v):
+def _hsv(h, s, v):  # -> float32 [3, 1, 1], ready to broadcast over [3, H, W]
     return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v), np.float32).reshape(3, 1, 1)
 
 
@@ -316,99 +320,109 @@ def _cover(u, v, a, b, px):
     return np.clip((1.0 - d) * (min(a, b) / px) + 0.5, 0.0, 1.0)
 
 
-def _pattern(kind, u, v, freq, px, noise):
-    """A texture in [0, 1] with mean ~0.5 in coordinates (u, v): stripes, checks, dots or smooth
-    noise at `freq` cycles per unit. Where a period spans fewer than 4 pixels (px = pixel size) it
+def _pattern(kind, u, v, freq, px, noise=None):
+    """A texture in [0, 1] over coordinates (u, v): 0 stripes, 1 checks, 2 dots at `freq` cycles per
+    unit, or 3 a smooth noise field. Where a period spans fewer than 4 pixels (px = pixel size) it
     fades to its mean, as a box filter would, so low resolutions show no aliasing."""
     if kind == 3:
         return noise
-    fade = float(np.clip((0.5 - freq * px) / 0.25, 0.0, 1.0))
+    mean = np.pi * 0.09 if kind == 2 else 0.5  # dots of radius 0.3 cover pi * 0.3^2 of a cell
+    fade = min(max((0.5 - freq * px) / 0.25, 0.0), 1.0)
     if fade == 0.0:
-        return np.full(np.broadcast_shapes(u.shape, v.shape), 0.5, np.float32)
+        return np.full(np.broadcast_shapes(u.shape, v.shape), mean, np.float32)
+    w = 2 * np.pi * freq
     if kind == 0:
-        p = 0.5 + 0.5 * np.sin((2 * np.pi * freq) * u)
+        p = 0.5 + 0.5 * np.sin(w * u)
     elif kind == 1:
-        p = 0.5 + 0.5 * np.clip(4.0 * np.sin((2 * np.pi * freq) * u) * np.sin((2 * np.pi * freq) * v), -1, 1)
+        p = 0.5 + 0.5 * np.clip(4.0 * np.sin(w * u) * np.sin(w * v), -1.0, 1.0)
     else:
         r = np.sqrt((u * freq % 1.0 - 0.5) ** 2 + (v * freq % 1.0 - 0.5) ** 2)
-        p = np.clip((0.3 - r) / (freq * px) + 0.5, 0.0, 1.0) * (0.5 / (np.pi * 0.09))  # mean 0.5
-    return 0.5 + fade * (p - 0.5)
+        p = np.clip((0.3 - r) / (freq * px) + 0.5, 0.0, 1.0)
+    return mean + fade * (p - mean)
 
 
 def _smooth_noise(grid, res):  # a coarse random grid, bicubic-upsampled: the same field at every res
-    return np.asarray(Image.fromarray(grid.astype(np.float32), "F").resize((res, res), Image.Resampling.BICUBIC))
+    img = Image.fromarray(grid.astype(np.float32), "F").resize((res, res), Image.Resampling.BICUBIC)
+    return np.asarray(img)
 
 
 def render_face(rng, res):
-    """A cartoon face, float32 [3, res, res] in [0, 1] (channels first: numpy broadcasts a [3, 1, 1]
-    color over [res, res] planes far faster than over a trailing axis of 3). Coarse structure: head position, size, tilt,
-    ears, hair line, eye and mouth placement. Fine structure: palette and stripe/check/dot/noise
-    textures on background, skin and hair. All parameters are drawn before anything depends on res,
-    so an index shows the same face at every resolution."""
+    """A cartoon face, float32 [3, res, res] in [0, 1]. Coarse structure: head position, size and
+    tilt, ears, hair line, eye and mouth placement. Fine structure: palette, and stripe, check, dot
+    or noise textures on background, skin and hair. Every parameter is drawn before anything depends
+    on res, so an index shows the same face at every resolution. Channels first: numpy broadcasts a
+    [3, 1, 1] color over [H, W] planes several times faster than over a trailing axis of 3."""
     U = rng.uniform
     hue = rng.random()  # one base hue keeps each palette harmonious
-    bg0, bg1 = _hsv(hue, U(0.25, 0.55), U(0.6, 0.95)), _hsv(hue + U(-0.25, 0.25), U(0.2, 0.6), U(0.35, 0.8))
-    bg_angle, bg_kind, bg_freq, bg_amp, bg_rot = U(0, 2 * np.pi), rng.integers(4), math.exp(U(1.0, 3.2)), U(0.06, 0.25), U(0, np.pi)
+    bg0 = _hsv(hue, U(0.25, 0.55), U(0.6, 0.95))
+    bg1 = _hsv(hue + U(-0.25, 0.25), U(0.2, 0.6), U(0.35, 0.8))
+    bg_angle, bg_rot, bg_kind = U(0, 2 * np.pi), U(0, np.pi), rng.integers(4)
+    bg_freq, bg_amp = math.exp(U(1.0, 3.2)), U(0.06, 0.25)
     skin_hue = hue + 0.5 + U(-0.15, 0.15)
-    skin, skin2 = _hsv(skin_hue, U(0.2, 0.55), U(0.8, 1.0)), _hsv(skin_hue + U(-0.1, 0.1), U(0.4, 0.8), U(0.5, 0.8))
+    skin = _hsv(skin_hue, U(0.2, 0.55), U(0.8, 1.0))
+    skin2 = _hsv(skin_hue + U(-0.1, 0.1), U(0.4, 0.8), U(0.5, 0.8))
     head_kind, head_freq, head_amp = rng.integers(4), math.exp(U(0.7, 2.8)), U(0.15, 0.6)
     cx, cy, a, b_over_a, phi = U(-0.2, 0.2), U(-0.1, 0.15), U(0.34, 0.5), U(1.0, 1.25), U(-0.5, 0.5)
-    hair, hair_line, hair_wave, hair_freq = _hsv(rng.random(), U(0.3, 0.8), U(0.12, 0.6)), U(-0.75, -0.2), U(0.0, 0.15), U(1.5, 5.0)
+    hair = _hsv(rng.random(), U(0.3, 0.8), U(0.12, 0.6))
+    hair_line, hair_wave, hair_freq = U(-0.75, -0.2), U(0.0, 0.15), U(1.5, 5.0)
     ear_r = U(0.15, 0.25) if rng.random() < 0.7 else 0.0
     eye_x, eye_y, eye_r, eye_k = U(0.28, 0.45), U(-0.3, -0.05), U(0.13, 0.22), U(0.6, 1.1)
     iris, gaze_x, gaze_y = _hsv(rng.random(), U(0.5, 0.9), U(0.3, 0.7)), U(-0.3, 0.3), U(-0.2, 0.2)
-    mouth, mouth_y, mouth_w, mouth_h, smile = _hsv(U(-0.05, 0.02), U(0.5, 0.8), U(0.35, 0.6)), U(0.35, 0.6), U(0.2, 0.45), U(0.08, 0.2), U(0.2, 0.9)
+    mouth = _hsv(U(-0.05, 0.02), U(0.5, 0.8), U(0.35, 0.6))
+    mouth_y, mouth_w, mouth_h, smile = U(0.35, 0.6), U(0.2, 0.45), U(0.08, 0.2), U(0.2, 0.9)
     grid_bg, grid_head = rng.random((6, 6)), rng.random((6, 6))
-    noise_bg = _smooth_noise(grid_bg, res) if bg_kind == 3 else None
-    noise_head = _smooth_noise(grid_head, res) if head_kind == 3 else None
 
     px = 2.0 / res  # pixel size in image coordinates [-1, 1], y pointing down
     t = (np.arange(res, dtype=np.float32) + 0.5) * px - 1.0
     x, y = t[None, :], t[:, None]
-    ramp = np.clip(0.5 + 0.5 * (x * math.cos(bg_angle) + y * math.sin(bg_angle)), 0, 1)
+    ramp = np.clip(0.5 + 0.5 * (x * math.cos(bg_angle) + y * math.sin(bg_angle)), 0.0, 1.0)
     img = bg0 + ramp * (bg1 - bg0)  # [3, res, res]
-    p = _pattern(bg_kind, x * math.cos(bg_rot) + y * math.sin(bg_rot), y * math.cos(bg_rot) - x * math.sin(bg_rot), bg_freq, px, noise_bg)
-    img *= 1.0 + 2.0 * bg_amp * (p - 0.5)
+    bu, bv = x * math.cos(bg_rot) + y * math.sin(bg_rot), y * math.cos(bg_rot) - x * math.sin(bg_rot)
+    noise = _smooth_noise(grid_bg, res) if bg_kind == 3 else None
+    img *= 1.0 + 2.0 * bg_amp * (_pattern(bg_kind, bu, bv, bg_freq, px, noise) - 0.5)
 
     c, s, b = math.cos(phi), math.sin(phi), a * b_over_a
 
     def window(lx, ly, r):
-        """The pixels of the square around the disc of radius r at head-local point (lx, ly), as a
-        slice of img and the head-local coordinates (u, v) of its pixels. Drawing each part only in
-        its window makes a 1024 px face a few times cheaper than whole-image masks."""
+        """The square of pixels around the disc of radius r at head-local point (lx, ly): its slices
+        into img and the head-local coordinates (u, v) of its pixels. Drawing each part only in its
+        window makes a 1024 px face several times cheaper than whole-image masks."""
         wx, wy = cx + lx * c - ly * s, cy + lx * s + ly * c
-        x0, x1 = (max(0, min(res, int((w + 1.0) / px + 0.5 * k))) for w, k in ((wx - r, -3), (wx + r, 3)))
-        y0, y1 = (max(0, min(res, int((w + 1.0) / px + 0.5 * k))) for w, k in ((wy - r, -3), (wy + r, 3)))
-        xx, yy = x[:, x0:x1], y[y0:y1]
-        return (slice(y0, y1), slice(x0, x1)), (xx - cx) * c + (yy - cy) * s, (yy - cy) * c - (xx - cx) * s
+        x0, x1 = (min(max(int((w + 1.0) / px + k), 0), res) for w, k in ((wx - r, -2), (wx + r, 2)))
+        y0, y1 = (min(max(int((w + 1.0) / px + k), 0), res) for w, k in ((wy - r, -2), (wy + r, 2)))
+        xx, yy = x[:, x0:x1] - cx, y[y0:y1] - cy
+        return (slice(y0, y1), slice(x0, x1)), xx * c + yy * s, yy * c - xx * s
 
-    def paint(win, cov, color):  # alpha-composite a color (or color image) over img in a window
+    def paint(win, cov, color):  # alpha-composite a color (or a [3, h, w] color image) in a window
         view = img[:, win[0], win[1]]
         view += cov * (color - view)
 
-    # Head, ears and hair, in head-local coordinates: the head's tilt (pose) turns all of it.
+    # Head, ears and hair in head-local coordinates: the head's tilt (pose) turns all of them.
     win, u, v = window(0.0, 0.0, max(1.06 * b, 0.97 * a + 0.05 * b + 1.4 * ear_r * a))
     if ear_r:
         paint(win, _cover(np.abs(u) - 0.97 * a, v + 0.05 * b, ear_r * a, 1.4 * ear_r * a, px), skin * 0.85)
-    d2 = (u / a) ** 2 + (v / b) ** 2
-    shade = 0.78 + 0.3 * np.sqrt(np.clip(1.0 - d2, 0.0, 1.0))  # a lit sphere, brighter in the middle
-    p = _pattern(head_kind, u / a, v / a, head_freq, px / a, None if noise_head is None else noise_head[win])
-    paint(win, _cover(u, v, a, b, px), (skin + (head_amp * p) * (skin2 - skin)) * shade)
+    shade = 0.78 + 0.3 * np.sqrt(np.clip(1.0 - (u / a) ** 2 - (v / b) ** 2, 0.0, 1.0))  # a lit sphere
+    noise = _smooth_noise(grid_head, res)[win] if head_kind == 3 else None
+    texture = head_amp * _pattern(head_kind, u / a, v / a, head_freq, px / a, noise)
+    paint(win, _cover(u, v, a, b, px), (skin + texture * (skin2 - skin)) * shade)
     line = (hair_line + hair_wave * np.sin((hair_freq * math.pi / a) * u)) * b
-    strands = 0.85 + 0.3 * _pattern(0, u / a, v, 12.0, px / a, None)
-    paint(win, _cover(u, v, 1.06 * a, 1.06 * b, px) * np.clip((line - v) / px + 0.5, 0, 1), hair * strands)
+    strands = 0.85 + 0.3 * _pattern(0, u / a, v, 12.0, px / a)
+    above_line = np.clip((line - v) / px + 0.5, 0.0, 1.0)
+    paint(win, _cover(u, v, 1.06 * a, 1.06 * b, px) * above_line, hair * strands)
     # Eyes: |u| draws both at once, |u - gaze| moves both irises the same way.
     ex, ey, er = eye_x * a, eye_y * b, eye_r * a
     gx, gy = gaze_x * er, gaze_y * er * eye_k
     win, u, v = window(0.0, ey, ex + 1.2 * er)
     sclera = _cover(np.abs(u) - ex, v - ey, er, eye_k * er, px)
-    paint(win, sclera, np.float32([0.96, 0.96, 0.94]).reshape(3, 1, 1))
-    paint(win, sclera * _cover(np.abs(u - gx) - ex, v - ey - gy, 0.55 * er, 0.55 * er, px), iris)
-    paint(win, sclera * _cover(np.abs(u - gx) - ex, v - ey - gy, 0.25 * er, 0.25 * er, px), np.float32([0.04, 0.03, 0.05]).reshape(3, 1, 1))
+    paint(win, sclera, _hsv(0.15, 0.02, 0.96))
+    iu, iv = np.abs(u - gx) - ex, v - ey - gy
+    paint(win, sclera * _cover(iu, iv, 0.55 * er, 0.55 * er, px), iris)
+    paint(win, sclera * _cover(iu, iv, 0.25 * er, 0.25 * er, px), _hsv(0.7, 0.4, 0.05))
     # Mouth: a crescent, one ellipse minus another shifted up by `smile`.
     mw, mh, my = mouth_w * a, mouth_h * b, mouth_y * b
     win, u, v = window(0.0, my, 1.1 * max(mw, mh))
-    paint(win, _cover(u, v - my, mw, mh, px) * (1.0 - _cover(u, v - my + smile * mh, 1.1 * mw, mh, px)), mouth)
+    paint(win, _cover(u, v - my, mw, mh, px) * (1.0 - _cover(u, v - my + smile * mh, 1.1 * mw, mh, px)),
+          mouth)
     return img
 
 
@@ -452,7 +466,8 @@ def open_dataset(source=None, *, skip_bad=False):
     if source == BUILTIN:
         return BuiltinSource()
     if not source.strip():
-        raise ValueError("the data source is an empty string; give a folder, a .zip/.tar, a prepared dataset or 'builtin'")
+        raise ValueError(f"the data source is an empty string; give a folder, a .zip/.tar, a prepared "
+                         f"dataset or '{BUILTIN}'")
     path = Path(source).expanduser()
     if not path.exists() and os.sep not in source and (Path("data") / source / "manifest.json").is_file():
         path = Path("data") / source  # a bare name means data/<name>, as in nanoGPT
@@ -463,7 +478,8 @@ def open_dataset(source=None, *, skip_bad=False):
         if (path / "manifest.json").is_file():
             return PreparedSource(path)
         if any(path.glob("*.npy")):
-            raise ValueError(f"{path} has .npy arrays but no manifest.json: an unfinished `python data.py`? prepare it again")
+            raise ValueError(f"{path} has .npy arrays but no manifest.json: an unfinished `python data.py`? "
+                             f"prepare it again")
         return FolderSource(path, skip_bad=skip_bad)
     return ArchiveSource(path, skip_bad=skip_bad)
 
@@ -478,8 +494,10 @@ class ShardSampler(torch.utils.data.Sampler):
 
     def __init__(self, n, batch_size, rank=0, world_size=1, seed=0, start=0):
         if n < 1 or batch_size < 1 or not 0 <= rank < world_size or start < 0:
-            raise ValueError(f"bad sampler settings: n={n} batch_size={batch_size} rank={rank}/{world_size} start={start}")
-        self.n, self.batch_size, self.rank, self.world_size, self.seed, self.start = n, batch_size, rank, world_size, seed, start
+            raise ValueError(f"bad loader settings: {n} images, batch {batch_size}, rank {rank} of "
+                             f"{world_size}, start {start}")
+        self.n, self.batch_size, self.rank, self.world_size = n, batch_size, rank, world_size
+        self.seed, self.start = seed, start
 
     def __iter__(self):
         first, epoch, perm = self.start + self.rank * self.batch_size, -1, None
@@ -492,9 +510,12 @@ class ShardSampler(torch.utils.data.Sampler):
             first += self.world_size * self.batch_size
 
 
+def _cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers():
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(4, cpus - 1))  # leave a core to the trainer; none spare on a 1-core machine
+    return max(0, min(4, _cpus() - 1))  # leave a core to the trainer; none spare on a 1-core machine
 
 
 def _collate(images):  # np.stack: torch.stack's multi-threaded copy stalls on a busy small CPU
@@ -507,8 +528,8 @@ def make_loader(dataset, batch_size, *, rank=0, world_size=1, seed=0, start=0, n
     respawned per epoch (what persistent_workers buys a finite loader)."""
     num_workers = default_workers() if num_workers is None else num_workers
     sampler = ShardSampler(len(dataset), batch_size, rank, world_size, seed, start)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=_collate,
-                                         pin_memory=torch.cuda.is_available(),
+    loader = torch.utils.data.DataLoader(dataset, batch_size, sampler=sampler, num_workers=num_workers,
+                                         collate_fn=_collate, pin_memory=torch.cuda.is_available(),
                                          prefetch_factor=4 if num_workers else None)
     return iter(loader)
 
@@ -573,16 +594,18 @@ def prepare(src, dst, res=None, *, max_images=None, skip_bad=False, workers=None
     dst.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(dst.parent).free
     if need > free:
-        raise ValueError(f"{n} images at 4..{res} need {_fmt_bytes(need)}, {dst.parent} has {_fmt_bytes(free)} free")
+        raise ValueError(f"{n} images at 4..{res} need {_fmt_bytes(need)}; {dst.parent} has "
+                         f"{_fmt_bytes(free)} free (try --max-images or a lower --res)")
     if res > source.resolution:
         log(f"warning: {source.name} is {source.resolution} px natively; images are upsampled to {res}")
-    workers = max(1, min(8, default_workers() + 1)) if workers is None else max(1, workers)
+    workers = min(8, _cpus()) if workers is None else max(1, workers)
     log(f"preparing {n} images of {source.name} at {resolutions[0]}..{res} ({_fmt_bytes(need)}) "
         f"into {dst} with {workers} worker(s)")
 
     tmp = Path(tempfile.mkdtemp(prefix=dst.name + ".tmp-", dir=dst.parent))
     try:
-        arrays = {r: np.lib.format.open_memmap(tmp / f"{r}x{r}.npy", "w+", np.uint8, (n, 3, r, r)) for r in resolutions}
+        arrays = {r: np.lib.format.open_memmap(tmp / f"{r}x{r}.npy", "w+", np.uint8, (n, 3, r, r))
+                  for r in resolutions}
         bad, k, t_loop = [], 0, time.time()
         last = t_loop
         tty = sys.stdout.isatty()
@@ -606,26 +629,24 @@ def prepare(src, dst, res=None, *, max_images=None, skip_bad=False, workers=None
                 now = time.time()
                 if now - last > (0.5 if tty else 10.0) or i + 1 == n:
                     last, rate = now, (i + 1) / max(now - t_loop, 1e-9)
-                    log(f"{i + 1}/{n} images  {rate:.0f} img/s  ETA {_fmt_time((n - i - 1) / rate)}",
-                        **({"end": "\r" if i + 1 < n else "\n", "flush": True} if tty and log is print else {}))
+                    line = f"{i + 1}/{n} images  {rate:.0f} img/s  ETA {_fmt_time((n - i - 1) / rate)}"
+                    if tty and log is print:  # one line rewritten in place
+                        print(line, end="\r" if i + 1 < n else "\n", flush=True)
+                    else:
+                        log(line)
         finally:
             if pool is not None:
                 pool.terminate()
         if k == 0:
             raise ValueError(f"none of the {n} images of {src} could be decoded")
-        for r in resolutions:
-            arrays[r].flush()
-            if k < n:  # drop the rows that skipped files left unused
-                small = np.lib.format.open_memmap(tmp / f"{r}x{r}.tmp.npy", "w+", np.uint8, (k, 3, r, r))
-                small[:] = arrays[r][:k]
-                small.flush()
-                del small
-                os.replace(tmp / f"{r}x{r}.tmp.npy", tmp / f"{r}x{r}.npy")
+        for a in arrays.values():
+            a.flush()
         del arrays
         manifest = {"name": dst.name, "count": k, "resolutions": resolutions,
                     "files": {str(r): f"{r}x{r}.npy" for r in resolutions},
-                    "layout": "uint8 [count, 3, r, r], RGB", "source": str(Path(str(src)).resolve()) if src != BUILTIN else BUILTIN,
-                    "resize": "center crop, PIL LANCZOS to the top resolution, 2x2 box average per level below",
+                    "layout": "uint8 [count, 3, r, r] RGB; rows past count are unused",
+                    "source": BUILTIN if str(src) == BUILTIN else str(Path(src).resolve()),
+                    "resize": "center crop, PIL LANCZOS to the top resolution, 2x2 box average below",
                     "skipped": len(bad), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         if dst.exists():  # --force: swap the new one in, then delete the old one
@@ -645,17 +666,19 @@ def prepare(src, dst, res=None, *, max_images=None, skip_bad=False, workers=None
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Prepare a multi-resolution StyleGAN dataset: one uint8 .npy "
-                                 "per resolution 4..res plus manifest.json, for `train.py --data DST`.")
+    ap = argparse.ArgumentParser(description="Prepare a multi-resolution StyleGAN dataset: one uint8 "
+                                 ".npy per resolution 4..res plus manifest.json, for `train.py --data DST`.")
     ap.add_argument("--src", required=True, help="image folder (recursive), .zip or .tar of PNG/JPEG/WebP, "
                     f"a prepared dataset, or '{BUILTIN}' for the procedural dataset")
-    ap.add_argument("--dst", required=True, help="output folder, e.g. data/ffhq (train.py's default when prepared)")
-    ap.add_argument("--res", type=int, default=None, help="top resolution, a power of two (default: the source's "
-                    "native one, the largest power of two <= the first image's short side)")
-    ap.add_argument("--max-images", type=int, default=None, help="use only the first N images (sorted by path)")
-    ap.add_argument("--skip-bad", action="store_true", help="skip files that cannot be decoded, and count them, "
-                    "instead of stopping at the first")
-    ap.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU cores, up to 8)")
+    ap.add_argument("--dst", required=True, help="output folder, e.g. data/ffhq (train.py's default data)")
+    ap.add_argument("--res", type=int, default=None, help="top resolution, a power of two (default: the "
+                    "source's native one, the largest power of two <= the first image's short side)")
+    ap.add_argument("--max-images", type=int, default=None, help="use only the first N images (sorted by "
+                    "path)")
+    ap.add_argument("--skip-bad", action="store_true", help="skip files that cannot be decoded, and count "
+                    "them, instead of stopping at the first")
+    ap.add_argument("--workers", type=int, default=None, help="decoding processes (default: the CPU "
+                    "cores, up to 8)")
     ap.add_argument("--force", action="store_true", help="replace DST if it exists")
     args = ap.parse_args(argv)
     try:

@@ -28,13 +28,17 @@ def folder(tmp_path):
     """Six images of every kind data.py converts, in nested folders. The first in sorted order is
     64x96, so the folder's native resolution is 64."""
     rng = np.random.default_rng(0)
+
+    def noise(*shape, mode=None):
+        return Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+
     root = tmp_path / "imgs"
-    _save(root / "a_tall.png", Image.fromarray(rng.integers(0, 256, (96, 64, 3), dtype=np.uint8)))
-    _save(root / "b_gray.png", Image.fromarray(rng.integers(0, 256, (80, 80), dtype=np.uint8), "L"))
-    _save(root / "sub" / "c_rgba.png", Image.fromarray(rng.integers(0, 256, (64, 64, 4), dtype=np.uint8), "RGBA"))
-    _save(root / "sub" / "d_photo.jpg", Image.fromarray(rng.integers(0, 256, (72, 100, 3), dtype=np.uint8)), quality=90)
-    _save(root / "sub" / "deeper" / "e_lossless.webp", Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), lossless=True)
-    _save(root / "f_palette.png", Image.fromarray(rng.integers(0, 256, (70, 70, 3), dtype=np.uint8)).quantize(16))
+    _save(root / "a_tall.png", noise(96, 64, 3))
+    _save(root / "b_gray.png", noise(80, 80, mode="L"))
+    _save(root / "sub" / "c_rgba.png", noise(64, 64, 4, mode="RGBA"))
+    _save(root / "sub" / "d_photo.jpg", noise(72, 100, 3), quality=90)
+    _save(root / "sub" / "deeper" / "e_lossless.webp", noise(64, 64, 3), lossless=True)
+    _save(root / "f_palette.png", noise(70, 70, 3).quantize(16))
     (root / "notes.txt").write_text("not an image, ignored")
     (root / ".hidden.png").write_bytes(b"ignored: hidden")
     return root
@@ -77,20 +81,22 @@ def test_decode_reference(tmp_path):
     rgba[:, :32] = (0, 255, 0, 0)  # fully transparent left half -> white
     rgba[:, 32:] = (0, 100, 0, 255)
     gray = np.tile(np.arange(64, dtype=np.uint8)[None] * 4, (64, 1))
-    for name, arr, mode in (("a_tall.png", tall, "RGB"), ("b_rgba.png", rgba, "RGBA"), ("c_gray.png", gray, "L")):
+    for name, arr, mode in (("a_tall.png", tall, "RGB"), ("b_rgba.png", rgba, "RGBA"),
+                            ("c_gray.png", gray, "L")):
         _save(tmp_path / "d" / name, Image.fromarray(arr, mode))
     src = data.open_dataset(tmp_path / "d")
     assert src.resolution == 64
     x = src.at(64)
     assert (x[0].permute(1, 2, 0) == torch.tensor([10, 20, 200], dtype=torch.uint8)).all()
-    assert (x[1][:, :, :32] == 255).all() and (x[1][:, :, 32:] == torch.tensor([0, 100, 0]).view(3, 1, 1)).all()
+    assert (x[1][:, :, :32] == 255).all()
+    assert (x[1][:, :, 32:] == torch.tensor([0, 100, 0]).view(3, 1, 1)).all()
     assert torch.equal(x[2], torch.from_numpy(np.stack([gray] * 3)))
     # level 32 is the rounded 2x2 mean of level 64: gray columns 4k, 4k+4 -> 4k+2
     assert torch.equal(src.at(32)[2][0, 0], torch.arange(32, dtype=torch.uint8) * 8 + 2)
     # a non-square image resized by LANCZOS equals PIL's own crop-then-resize
-    ref = np.asarray(Image.fromarray(tall).crop((0, 32, 64, 96)).resize((16, 16), Image.Resampling.LANCZOS))
+    ref = Image.fromarray(tall).crop((0, 32, 64, 96)).resize((16, 16), Image.Resampling.LANCZOS)
     x16, side = data.decode_image((tmp_path / "d" / "a_tall.png").read_bytes(), 16)
-    assert side == 64 and np.array_equal(x16, ref.transpose(2, 0, 1))
+    assert side == 64 and np.array_equal(x16, np.asarray(ref).transpose(2, 0, 1))
 
 
 def test_upsampling_warns(tmp_path):
