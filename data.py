@@ -35,6 +35,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tarfile
 import tempfile
@@ -555,6 +556,9 @@ _WORK = None  # (source, res) in each preparation worker
 def _init_worker(source, res):
     global _WORK
     _WORK = (source, res)
+    if multiprocessing.parent_process() is not None:  # a pool worker: the main process handles signals
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _prepare_one(i):
@@ -681,6 +685,8 @@ def main(argv=None):
                     "cores, up to 8)")
     ap.add_argument("--force", action="store_true", help="replace DST if it exists")
     args = ap.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the temporary folder is removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"data.py: terminated; {args.dst} was not written"))
     try:
         prepare(args.src, args.dst, args.res, max_images=args.max_images, skip_bad=args.skip_bad,
                 workers=args.workers, force=args.force)

@@ -159,7 +159,7 @@ def test_missing_and_empty_sources(tmp_path):
         data.open_dataset(tmp_path / "half")
 
 
-def test_prepare_refuses_overwrite_and_bad_res(folder, tmp_path):
+def test_prepare_refuses_overwrite_interrupt_bad_res(folder, tmp_path, monkeypatch):
     quiet = dict(workers=1, log=lambda *a, **k: None)
     data.prepare(folder, tmp_path / "p", 16, **quiet)
     with pytest.raises(ValueError, match="already exists.*--force"):
@@ -169,6 +169,18 @@ def test_prepare_refuses_overwrite_and_bad_res(folder, tmp_path):
     assert sorted(f.name for f in tmp_path.iterdir()) == ["imgs", "p"]  # no tmp or old folders left
     with pytest.raises(ValueError, match="power of two"):
         data.prepare(folder, tmp_path / "q", 48, **quiet)
+    calls = []
+
+    def interrupted(i):  # Ctrl-C after two images
+        calls.append(i)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return data.BuiltinSource()._pyramid(i, 8), None
+
+    monkeypatch.setattr(data, "_prepare_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        data.prepare("builtin", tmp_path / "q", 8, max_images=10, **quiet)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["imgs", "p"]
     with pytest.raises(ValueError, match="holds resolutions"):
         data.open_dataset(tmp_path / "p").at(16)
 
