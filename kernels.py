@@ -14,9 +14,8 @@ The reference `*_ref` functions are the specification; the Triton versions must 
 (tests/test_kernels.py). `impl="auto"` uses Triton on CUDA tensors (or on any tensor under
 TRITON_INTERPRET=1, which is how the tests run on a CPU) and the reference otherwise, so the module
 imports and works without triton (macOS). `kernels.IMPL` (or the env var STYLEGAN_IMPL) forces one
-path model-wide; an explicit `impl=` argument beats it.
+path model-wide; an explicit `impl=` argument beats it. Tests: `python -m pytest tests/test_kernels.py`.
 """
-import math
 import os
 
 import torch

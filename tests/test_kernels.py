@@ -10,6 +10,9 @@ forced by lowering kernels.SPLIT_HW.
     pytest tests/test_kernels.py
 """
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -199,9 +202,11 @@ def test_bias_lrelu_ref_gradgradcheck():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_bias_lrelu_second_order(channels_last):
+def test_bias_lrelu_second_order(channels_last, monkeypatch):
     """R1 as the discriminator computes it: the squared input gradient of a small conv + dense net,
     differentiated again with respect to every parameter and the input."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # fp32 convs on a GPU, not TF32
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch.manual_seed(1)
     x, W1, b1 = randn(3, 2, 5, 6), randn(4, 2, 3, 3) * 0.5, randn(4)
     W2, b2, v = randn(4 * 5 * 6, 7) * 0.1, randn(7), randn(3, 7)
@@ -267,3 +272,52 @@ def test_bad_inputs():
         kernels.bias_lrelu(x, bias[:2])
     with pytest.raises(ValueError, match="gain > 0"):
         kernels.bias_lrelu(x, bias, gain=-1.0, impl="triton")
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU compilation without a GPU: the interpreter accepts code that the compiler rejects
+# (non-constexpr shapes, dtype mismatches), so compile the kernels for an H100 (sm_90) here.
+
+COMPILE_CHECK = """
+import itertools, triton, kernels as K
+from triton.compiler import ASTSource
+from triton.backends.compiler import GPUTarget
+def build(fn, xdtype, consts, int_ty='i32'):
+    sig = {}
+    for a in fn.arg_names:
+        if a in consts: sig[a] = 'constexpr'
+        elif a in ('X', 'Y', 'DX', 'G'): sig[a] = '*' + xdtype
+        elif a.isupper() and a not in ('C', 'HW', 'R', 'L'): sig[a] = '*fp32'
+        elif a in ('slope', 'eps', 'gain'): sig[a] = 'fp32'
+        else: sig[a] = int_ty
+    tile = 1
+    for k, v in consts.items(): tile *= v if k.startswith('BLOCK') else 1
+    triton.compile(ASTSource(fn, sig, consts), target=GPUTarget('cuda', 90, 32),
+                   options=dict(num_warps=K._num_warps(tile)))
+for xd, (bc, bhw), on in itertools.product(('fp32', 'bf16'), ((64, 16), (32, 128)), (False, True)):
+    meta = dict(HAS_NOISE=True, BLOCK_C=bc, BLOCK_HW=bhw)
+    build(K._adain_fwd_kernel, xd, dict(meta, HAS_STATS=on))
+    build(K._adain_bwd_kernel, xd, dict(meta, HAS_SUMS=on))
+    build((K._adain_stats_kernel, K._adain_bwd_sums_kernel)[on], xd, meta)
+    build(K._bias_lrelu_fwd_kernel, xd, dict(BIAS_PER_ROW=on, BLOCK_R=bc, BLOCK_L=bhw))
+build(K._adain_fwd_kernel, 'fp16', dict(HAS_NOISE=False, HAS_STATS=False, BLOCK_C=1, BLOCK_HW=4096), 'i64')
+build(K._lrelu_grad_kernel, 'bf16', dict(BLOCK=K.ELEMWISE_TILE), 'i64')
+print('compiled')
+"""
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_gpu():
+    """Every kernel, over its constexpr branches and fp32/bf16/fp16, compiles to an sm_90 binary
+    with this machine's triton (no GPU needed; about 40 s on 2 cores, less with a warm cache)."""
+    try:
+        from triton.backends import backends
+    except ImportError:
+        pytest.skip("this triton has no backend registry")
+    if "nvidia" not in backends:
+        pytest.skip("this triton build has no CUDA backend")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # real JIT functions
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", COMPILE_CHECK], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0 and "compiled" in out.stdout, out.stderr[-3000:]
