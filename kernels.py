@@ -525,7 +525,7 @@ def noise_adain(x, noise, noise_weight, bias, scale, shift, *, slope=0.2, eps=1e
                            ("bias", bias, (C,)), ("scale", scale, (N, C)), ("shift", shift, (N, C))):
         if p is not None and tuple(p.shape) != shape:
             raise ValueError(f"noise_adain: {name} must be {list(shape)}, got {list(p.shape)}")
-    if not _use_triton(x, impl):
+    if not _use_triton(x, impl) or x.numel() == 0:
         return noise_adain_ref(x, noise, noise_weight, bias, scale, shift, slope, eps)
     if noise is not None:  # a [1, 1, H, W] map (noise_mode="const") broadcasts; autograd sums its grad
         noise = noise.expand(N, 1, H, W)
