@@ -260,6 +260,19 @@ def test_triton_unavailable(monkeypatch):
         kernels.bias_lrelu(x, bias, impl="triton")
 
 
+def test_imports_without_triton():
+    """No triton (macOS): kernels.py imports, "auto" runs the references, "triton" says why not."""
+    code = ("import sys; sys.modules['triton'] = None\n"  # makes `import triton` raise ImportError
+            "import torch, kernels\n"
+            "x, b = torch.randn(2, 3, 4, 4), torch.randn(3)\n"
+            "assert not kernels.HAS_TRITON and torch.equal(kernels.bias_lrelu(x, b), kernels.bias_lrelu_ref(x, b))\n"
+            "try:\n    kernels.bias_lrelu(x, b, impl='triton')\n"
+            "except RuntimeError as e:\n    print(e)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "not installed" in out.stdout, out.stderr[-2000:]
+
+
 def test_bad_inputs():
     x, noise, nw, bias, scale, shift = adain_inputs((2, 3, 4, 4), "batch", False, torch.float32, seed=0)
     with pytest.raises(ValueError, match="x must be"):
