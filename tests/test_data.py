@@ -93,6 +93,18 @@ def test_decode_reference(tmp_path):
     assert torch.equal(x[2], torch.from_numpy(np.stack([gray] * 3)))
     # level 32 is the rounded 2x2 mean of level 64: gray columns 4k, 4k+4 -> 4k+2
     assert torch.equal(src.at(32)[2][0, 0], torch.arange(32, dtype=torch.uint8) * 8 + 2)
+    # 16-bit grayscale scales 0..65535 to 0..255; a palette's transparent index becomes white
+    deep = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(deep).save(buf, "PNG")
+    x16, _ = data.decode_image(buf.getvalue(), 64)
+    assert np.array_equal(x16[1], np.floor(deep / 257.0 + 0.5).astype(np.uint8))
+    pal = Image.fromarray(np.repeat([[0, 1]], 4, axis=0).astype(np.uint8), "P")
+    pal.putpalette([255, 0, 0, 0, 0, 255])
+    buf = io.BytesIO()
+    pal.save(buf, "PNG", transparency=0)
+    xp, _ = data.decode_image(buf.getvalue(), 2)  # 4x2 -> center crop 2x2 -> [transparent, blue]
+    assert xp[:, 0].T.tolist() == [[255, 255, 255], [0, 0, 255]]
     # a non-square image resized by LANCZOS equals PIL's own crop-then-resize
     ref = Image.fromarray(tall).crop((0, 32, 64, 96)).resize((16, 16), Image.Resampling.LANCZOS)
     x16, side = data.decode_image((tmp_path / "d" / "a_tall.png").read_bytes(), 16)
