@@ -15,7 +15,8 @@ composited over white), center-crop to a square, resize to the source's top reso
 LANCZOS filter, then halve with a 2x2 box average down to res, keeping the levels in float and
 rounding each one to uint8, as ProGAN's dataset_tool.py builds its resolution levels. So a folder,
 its zip and its prepared dataset give identical tensors at every resolution, and the low-res reals
-of progressive growing are exact box averages of the high-res ones (ProGAN, Karras et al. 2017, sec. 3).
+of progressive growing are exact box averages of the high-res ones (ProGAN, Karras et al. 2017,
+sec. 3 and fig. 2: reals are downscaled to the current resolution and blended during a fade-in).
 
 Prepare a dataset once, so that low-resolution phases never decode full-size images:
 
@@ -649,15 +650,15 @@ def prepare(src, dst, res=None, *, max_images=None, skip_bad=False, workers=None
         manifest = {"name": dst.name, "count": k, "resolutions": resolutions,
                     "files": {str(r): f"{r}x{r}.npy" for r in resolutions},
                     "layout": "uint8 [count, 3, r, r] RGB; rows past count are unused",
-                    "source": BUILTIN if str(src) == BUILTIN else str(Path(src).resolve()),
-                    "resize": "center crop, PIL LANCZOS to the top resolution, 2x2 box average below",
+                    "source": str(Path(source.path).resolve()) if hasattr(source, "path") else str(src),
+                    "resize": "center crop, PIL LANCZOS to max(res, native res), 2x2 box averages below",
                     "skipped": len(bad), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         if dst.exists():  # --force: swap the new one in, then delete the old one
             old = dst.with_name(f"{dst.name}.old-{os.getpid()}")
             dst.rename(old)
             tmp.rename(dst)
-            shutil.rmtree(old)
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
         else:
             tmp.rename(dst)
     except BaseException:
