@@ -61,8 +61,9 @@ class BadImageError(ValueError):
 
 
 def check_res(res):
-    if not (isinstance(res, int) and res >= 4 and res & (res - 1) == 0):
+    if isinstance(res, bool) or not isinstance(res, (int, np.integer)) or res < 4 or res & (res - 1):
         raise ValueError(f"resolution must be a power of two >= 4, got {res!r}")
+    return int(res)
 
 
 # -----------------------------------------------------------------------------
@@ -135,8 +136,7 @@ class ImageSource:
         return box_pyramid(self._image(i, res), 4)
 
     def at(self, res):
-        check_res(res)
-        return ImagesAt(self, res)
+        return ImagesAt(self, check_res(res))
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r}, {len(self)} images, {self.resolution}px)"
@@ -297,7 +297,7 @@ class PreparedSource(ImageSource):
         return self._arrays[res]
 
     def at(self, res):
-        check_res(res)
+        res = check_res(res)
         self.array(res)
         return ImagesAt(self, res)
 
@@ -589,8 +589,7 @@ def prepare(src, dst, res=None, *, max_images=None, skip_bad=False, workers=None
     if dst.exists() and not force:
         raise ValueError(f"{dst} already exists; pass --force to replace it")
     source = open_dataset(src, skip_bad=skip_bad)
-    res = source.resolution if res is None else res
-    check_res(res)
+    res = check_res(source.resolution if res is None else res)
     n = len(source) if max_images is None else min(len(source), max_images)
     if n < 1:
         raise ValueError("--max-images must be at least 1")
