@@ -430,7 +430,9 @@ def render_face(rng, res):
 
 class BuiltinSource(ImageSource):
     """`count` procedural faces, image i drawn from the random generator seeded by (seed, i), at any
-    power-of-two resolution, straight at that resolution (cheap at 8-32 px). Nothing is downloaded."""
+    power-of-two resolution, straight at that resolution (cheap at 8-32 px). Nothing is downloaded.
+    Prepared with `python data.py --src builtin`, the levels below --res are box averages of the
+    --res render, which differ slightly from rendering at each res."""
 
     def __init__(self, count=100_000, seed=0):
         self.name, self.resolution, self.count, self.seed = BUILTIN, 1024, count, seed
