@@ -1,0 +1,169 @@
+"""Tests for train.py: the official schedule at its boundaries, a tiny end-to-end run, exact resume,
+two-process data parallelism (gloo), the non-finite guard, SIGINT, and input errors."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import stylegan as sg
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--data", "builtin", "--res", "8", "--start-res", "4", "--phase-kimg", "0.016",
+        "--fmap-base", "64", "--fmap-max", "16", "--w-dim", "16", "--batch", "8",
+        "--tick-kimg", "0.032", "--amp", "off", "--impl", "ref"]
+
+
+def run(tmp_path, *extra, name="runs"):
+    return train.main(TINY + ["--out", str(tmp_path / name), *extra])
+
+
+def load(run_dir):
+    return torch.load(os.path.join(run_dir, "ckpt.pt"), map_location="cpu", weights_only=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedule
+
+@pytest.mark.parametrize("nimg, res, alpha", [
+    (0, 8, 1.0), (599_999, 8, 1.0),              # 600k stable at 8x8
+    (600_000, 16, 0.0), (900_000, 16, 0.5),      # then 16x16 fades in over 600k
+    (1_200_000, 16, 1.0), (1_799_999, 16, 1.0),  # and trains 600k
+    (1_800_000, 32, 0.0), (7_800_000, 1024, 0.0),
+    (8_100_000, 1024, 0.5), (8_400_000, 1024, 1.0), (25_000_000, 1024, 1.0)])
+def test_schedule_official_ffhq(nimg, res, alpha):
+    phase = train.schedule(nimg, 1024)
+    assert (phase.res, phase.alpha) == (res, pytest.approx(alpha))
+
+
+def test_schedule_batch_and_lr_tables():
+    s = train.schedule
+    assert (s(0, 1024).batch, s(0, 1024).lr) == (128, 0.001)
+    assert s(599_999, 1024, num_gpus=8).batch == 256                  # 8x8 on 8 GPUs
+    fade128 = s(4_200_000, 1024)                                       # 128 fading in
+    assert (fade128.res, fade128.alpha, fade128.batch, fade128.lr) == (128, 0.0, 16, 0.0015)
+    assert s(8_400_000, 1024).batch == 4 and s(8_400_000, 1024, num_gpus=8).batch == 32
+    assert [s(0, r, r).lr for r in (64, 128, 256, 512, 1024)] == [0.001, 0.0015, 0.002, 0.003, 0.003]
+    assert s(0, 64, 4).res == 4 and s(0, 1024, batch=7, lr=0.01).batch == 7
+    assert s(123, 256, phase_kimg=0).res == 256  # no growing: straight to the final resolution
+
+
+def test_fade_reals():
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(train.fade_reals(x, 1.0), x)
+    low = torch.nn.functional.avg_pool2d(x, 2).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    torch.testing.assert_close(train.fade_reals(x, 0.0), low)
+
+
+# ----------------------------------------------------------------------------------------------
+# Runs
+
+def test_tiny_run_writes_checkpoint_samples_and_log(tmp_path):
+    run_dir = run(tmp_path, "--kimg", "0.064")
+    log = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
+    assert len(log) >= 2 and log[-1]["kimg"] == 0.064 and log[-1]["res"] == 8
+    for row in log:
+        assert all(math.isfinite(row[k]) for k in ("loss_G", "loss_D", "penalty", "sec_per_kimg"))
+    assert any(f.startswith("fakes") and f.endswith(".png") for f in os.listdir(run_dir))
+    G, info = sg.load_generator(os.path.join(run_dir, "ckpt.pt"))
+    assert info["res"] == 8 and info["cur_nimg"] == 64
+    assert G(torch.randn(2, 16), res=info["res"]).shape == (2, 3, 8, 8)
+    assert "done at 0.1 kimg" in open(os.path.join(run_dir, "log.txt")).read()
+
+
+def test_resume_is_exact(tmp_path):
+    """12 steps straight == 6 steps, stop, resume, 6 more: through two phase changes (Adam resets,
+    a new loader resolution) and style mixing, noise and mirroring."""
+    straight = load(run(tmp_path, "--kimg", "0.096", name="a"))
+    first = run(tmp_path, "--kimg", "0.048", name="b")
+    assert load(first)["cur_nimg"] == 48
+    resumed = train.main(["--out", str(tmp_path / "b"), "--resume", "auto", "--kimg", "0.096"])
+    assert resumed == first
+    resumed = load(resumed)
+    assert resumed["cur_nimg"] == straight["cur_nimg"] == 96
+    for key in ("G", "D", "G_ema"):
+        for name, value in straight[key].items():
+            assert torch.equal(value, resumed[key][name]), f"{key}.{name}"
+    for a, b in zip(straight["opt_G"]["state"].values(), resumed["opt_G"]["state"].values()):
+        assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+
+
+def test_two_processes_match_one(tmp_path):
+    """gloo on CPU: the ranks end identical (checked inside train.py at every checkpoint) and equal
+    a one-process run with the same global batch. Per-sample randomness that cannot be split
+    (noise maps, mixing, flips, minibatch-stddev groups) is switched off to compare exactly."""
+    same = ["--kimg", "0.032", "--no-noise", "--mixing", "0", "--no-mirror", "--mbstd-group", "1",
+            "--tick-kimg", "0.008"]  # a log row per step
+    two = run(tmp_path, "--gpus", "2", *same, name="two")
+    one = run(tmp_path, *same, name="one")
+    assert "weights identical on all 2 processes" in open(os.path.join(two, "log.txt")).read()
+    a, b = load(two), load(one)
+    assert a["cur_nimg"] == b["cur_nimg"] == 32
+    torch.testing.assert_close(a["G"]["w_avg"], b["G"]["w_avg"], rtol=1e-5, atol=1e-7)
+    for ra, rb in zip(*[[json.loads(x) for x in open(os.path.join(d, "log.jsonl"))] for d in (two, one)]):
+        assert ra["loss_D"] == pytest.approx(rb["loss_D"], rel=1e-4)
+        assert ra["loss_G"] == pytest.approx(rb["loss_G"], rel=1e-4)
+    # Adam moves every weight by about lr * grad / |grad| per step, whatever the gradient's size, so
+    # rounding differences in gradients that are pure rounding noise (e.g. the 4x4 bias before the
+    # instance norm of a constant plane) become weight differences of up to a few steps. Require all
+    # but 1% of the weights to agree to 10% of one step (lr = 0.001): a wrong shard or an
+    # un-averaged gradient moves most weights differently.
+    for net in ("G", "D"):
+        diff = torch.cat([(a[net][k] - b[net][k]).abs().flatten() for k in a[net]])
+        assert (diff > 1e-4).float().mean() < 0.01, net
+        assert diff.max() < 0.01, net
+
+
+def test_non_finite_loss_stops_without_overwriting(tmp_path, monkeypatch, capsys):
+    real_g_loss, calls = train.g_loss, []
+
+    def poisoned(*a, **k):
+        calls.append(1)
+        loss = real_g_loss(*a, **k)
+        return loss * float("nan") if len(calls) > 6 else loss
+    monkeypatch.setattr(train, "g_loss", poisoned)
+    with pytest.raises(SystemExit):
+        run(tmp_path, "--kimg", "0.128", "--snap-kimg", "0.032")
+    out = capsys.readouterr().out
+    assert "non-finite loss" in out and "at 0.1 kimg" in out
+    assert "Last good checkpoint" in out and "(0.0 kimg)" in out
+    run_dir = os.path.join(tmp_path, "runs", os.listdir(tmp_path / "runs")[0])
+    good = load(run_dir)
+    assert good["cur_nimg"] == 32  # written after step 4; nothing later replaced it
+    assert all(torch.isfinite(v).all() for v in good["G"].values())
+
+
+def test_sigint_writes_checkpoint(tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), *TINY, "--kimg", "50", "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("kimg"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out = "".join(lines) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out
+    assert "SIGINT" in out and "stopped at" in out
+    run_dir = os.path.join(tmp_path, os.listdir(tmp_path)[0])
+    assert load(run_dir)["cur_nimg"] >= 32
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: clear messages before anything starts
+
+def test_bad_input(tmp_path):
+    with pytest.raises(SystemExit, match="--data"):
+        train.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="power of two"):
+        train.main(["--data", "builtin", "--res", "12", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="does not split over 3 processes"):
+        train.main(["--data", "builtin", "--res", "8", "--batch", "8", "--gpus", "3", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        train.main(["--resume", str(tmp_path / "nope.pt"), "--out", str(tmp_path)])
+    assert not os.listdir(tmp_path)  # nothing was started

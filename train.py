@@ -1,0 +1,579 @@
+"""Progressive StyleGAN trainer: the official FFHQ recipe (Karras et al. 2018, section 2 and
+appendix C; NVlabs/stylegan train.py + training_loop.py), self-contained.
+
+    python train.py                                   # built-in dataset, small net, minutes on a CPU
+    python train.py --data ffhq --res 1024 --gpus 8   # the paper's FFHQ run (data/ffhq prepared by data.py)
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:29500 train.py --data ffhq --res 1024
+
+Schedule: from --start-res each resolution trains --phase-kimg thousand images, then the next one
+fades in over --phase-kimg (already at the new resolution's batch and learning rate, reals faded the
+same way). Loss: non-saturating logistic + R1 (gamma 10) every step, or WGAN-GP. Adam (0, 0.99,
+1e-8), state reset whenever the phase changes. EMA generator with a 10k-image half-life.
+Each run writes to OUT/NNNNN-<data>-<res>/: log.txt, log.jsonl, fakes*.png, ckpt.pt, snapshots.
+"""
+import argparse
+import copy
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+import data
+import kernels
+import stylegan as sg
+
+# Official per-resolution tables (NVlabs/stylegan train.py, training_loop.py). Batch sizes are the
+# TOTAL over all GPUs, keyed by GPU count; resolutions missing from a table use its last value.
+BATCH = {1: {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4, 1024: 4},
+         2: {4: 256, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 8, 1024: 8},
+         4: {4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16, 256: 16, 512: 16, 1024: 16},
+         8: {4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 32, 256: 32, 512: 32, 1024: 32}}
+LR = {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}  # others: 0.001
+
+# `python train.py` with neither --data nor --res: a small net that trains in minutes on a CPU.
+QUICK = dict(res=32, fmap_base=256, fmap_max=64, w_dim=64, kimg=12, phase_kimg=2, tick_kimg=1,
+             snap_kimg=4, batch=16)
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--data", default=None, help="image folder, zip, prepared dataset dir, a name under data/ (e.g. "
+      "ffhq), or 'builtin'. Default: data/ffhq if prepared, else the built-in procedural dataset")
+    a("--res", type=int, default=None, help="final resolution (power of two). Default: the dataset's; "
+      "with neither --data nor --res, a small quick-start configuration")
+    a("--gpus", type=int, default=1, help="processes on this machine (GPUs; CPU processes with gloo "
+      "when there is no GPU). Under torchrun, RANK/WORLD_SIZE from the environment are used instead")
+    a("--out", default="runs", help="parent folder of the numbered run folders")
+    a("--kimg", type=float, default=25000, help="total thousands of real images shown (official 25000)")
+    a("--phase-kimg", type=float, default=600, help="kimg of each fade-in and each stable phase")
+    a("--start-res", type=int, default=8, help="resolution training starts at (official FFHQ: 8)")
+    a("--batch", type=int, default=None, help="total batch for every resolution (default: official table)")
+    a("--lr", type=float, default=None, help="learning rate for every resolution (default: official "
+      "0.001, raised to 0.0015/0.002/0.003 at 128/256/512+)")
+    a("--loss", choices=["r1", "wgan-gp"], default="r1", help="logistic + R1 (StyleGAN) or WGAN-GP (ProGAN)")
+    a("--r1-gamma", type=float, default=10.0, help="R1 weight gamma (also the WGAN-GP lambda)")
+    a("--mixing", type=float, default=0.9, help="style mixing probability (0 = the paper's ablation)")
+    a("--mirror", action=argparse.BooleanOptionalAction, default=True,
+      help="random horizontal flips of the reals (official FFHQ: on)")
+    a("--ema-kimg", type=float, default=10.0, help="half-life of the EMA generator in kimg")
+    a("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+      help="autocast precision; auto = bf16 on CUDA, off on CPU")
+    a("--resume", default=None, help="'auto' = the latest run in --out that has a checkpoint; or a ckpt path")
+    a("--seed", type=int, default=0, help="seed for the weights, latents, noise and data order")
+    a("--impl", choices=["auto", "triton", "ref"], default="auto", help="fused kernels (kernels.py) or "
+      "the plain PyTorch references")
+    a("--tick-kimg", type=float, default=None, help="kimg between progress lines and sample grids "
+      "(default: official, 160 at 4x4 down to 20 at 1024)")
+    a("--snap-kimg", type=float, default=None, help="kimg between checkpoints (default: 10 ticks)")
+    a("--metrics-kimg", type=float, default=0, help="evaluate --metrics every this many kimg (0 = never)")
+    a("--metrics", default="fid", help="comma list of fid,kid,swd for --metrics-kimg")
+    a("--metrics-num", type=int, default=50000, help="generated images per metric evaluation")
+    a("--skip-bad", action="store_true", help="skip undecodable images instead of stopping")
+    g = p.add_argument_group("network size and the paper's ablations")
+    g.add_argument("--fmap-base", type=int, default=None, help="channels nf(s) = min(fmap_base/2**s, "
+                   "fmap_max) (official 8192)")
+    g.add_argument("--fmap-max", type=int, default=None, help="channel cap (official 512)")
+    g.add_argument("--w-dim", type=int, default=None, help="z and w dimension (official 512)")
+    g.add_argument("--mapping-layers", type=int, default=None, help="mapping depth (official 8; 0 = z as w)")
+    g.add_argument("--no-noise", action="store_true", help="no per-layer noise inputs (ablation)")
+    g.add_argument("--mbstd-group", type=int, default=4, help="minibatch stddev group size (official 4)")
+    args = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args.given = {t[2:].split("=")[0].removeprefix("no-").replace("-", "_") for t in argv if t.startswith("--")}
+    args.quick = args.data is None and args.res is None
+    if args.quick:  # explicit flags still win over the quick-start values
+        for k, v in QUICK.items():
+            if k not in args.given and k != "res":
+                setattr(args, k, v)
+    return args
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedule
+
+@dataclass
+class Phase:
+    res: int       # resolution trained at (the new one while it fades in)
+    alpha: float   # 1 = stable; < 1 = res fading in over res/2
+    batch: int     # total over all processes
+    lr: float
+
+
+def schedule(cur_nimg, final_res, start_res=8, phase_kimg=600, num_gpus=1, batch=None, lr=None):
+    """Images shown -> Phase. From start_res: phase_kimg stable, then phase_kimg fading in the next
+    resolution, and so on; the final resolution then trains until the end (official lod schedule)."""
+    kimg = cur_nimg / 1000
+    fades = int(math.log2(final_res // start_res))
+    step = int(kimg // (2 * phase_kimg)) if phase_kimg > 0 else fades
+    res, alpha = final_res, 1.0
+    if step < fades:
+        res = start_res * 2 ** step
+        t = kimg - step * 2 * phase_kimg
+        if t >= phase_kimg:
+            res, alpha = res * 2, (t - phase_kimg) / phase_kimg
+    table = BATCH[max(k for k in BATCH if k <= num_gpus)]
+    total = batch or table.get(res, table[1024])
+    return Phase(res, alpha, total, lr or LR.get(res, 0.001))
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses
+
+def d_loss(G, D, reals, z, phase, args):
+    """Returns (loss, penalty). R1: gamma/2 * ||dD(x)/dx||^2 on reals; WGAN-GP: lambda *
+    (||grad at a random mix of real and fake|| - 1)^2 + 0.001 * D(real)^2 (ProGAN drift)."""
+    N = reals.shape[0]
+    with torch.no_grad(), autocast(args):
+        fakes = G(z, phase.res, phase.alpha, mixing=args.mixing)
+    if args.loss == "r1":
+        reals = reals.detach().requires_grad_(True)
+        with autocast(args):
+            real_logits, fake_logits = D(reals, phase.alpha).float(), D(fakes, phase.alpha).float()
+        grad, = torch.autograd.grad(real_logits.sum(), reals, create_graph=True)
+        penalty = grad.float().square().sum(dim=(1, 2, 3))
+        loss = F.softplus(fake_logits) + F.softplus(-real_logits) + penalty[:, None] * (args.r1_gamma / 2)
+        return loss.mean(), penalty.mean()
+    eps = torch.rand(N, 1, 1, 1, device=reals.device)
+    mixed = torch.lerp(reals, fakes.float(), eps).requires_grad_(True)
+    with autocast(args):
+        real_logits, fake_logits = D(reals, phase.alpha).float(), D(fakes, phase.alpha).float()
+        mixed_logits = D(mixed, phase.alpha).float()
+    grad, = torch.autograd.grad(mixed_logits.sum(), mixed, create_graph=True)
+    penalty = (grad.float().flatten(1).norm(dim=1) - 1).square()
+    loss = fake_logits - real_logits + args.r1_gamma * penalty[:, None] + 0.001 * real_logits.square()
+    return loss.mean(), penalty.mean()
+
+
+def g_loss(G, D, z, phase, args):
+    with autocast(args):
+        logits = D(G(z, phase.res, phase.alpha, mixing=args.mixing), phase.alpha).float()
+    return (F.softplus(-logits) if args.loss == "r1" else -logits).mean()
+
+
+def autocast(args):
+    return torch.autocast(args.device.type, dtype=torch.float16 if args.amp == "fp16" else torch.bfloat16,
+                          enabled=args.amp in ("bf16", "fp16"))
+
+
+def adam(module, lr):
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=(0.0, 0.99), eps=1e-8)
+
+
+def fade_reals(reals, alpha):
+    """Reals see the same fade as fakes: lerp(upsample(downsample(x)), x, alpha)."""
+    if alpha >= 1:
+        return reals
+    return torch.lerp(F.interpolate(F.avg_pool2d(reals, 2), scale_factor=2), reals, alpha)
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed: gradients are averaged by hand (one all-reduce per network per step). Unlike DDP's
+# hooks this works with R1's double backward and with the unused parameters of higher resolutions.
+
+def all_reduce_grads(params, world, flags):
+    """Average gradients over processes; `flags` (e.g. stop requests) ride along and are summed."""
+    if world == 1:
+        return flags
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads] + [flags])
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g) / world)
+        offset += g.numel()
+    return flat[offset:]
+
+
+def setup_distributed(rank, args):
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local = int(os.environ.get("LOCAL_RANK", 0))
+    else:
+        world, local = args.gpus, rank
+    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+    return rank, world, device
+
+
+def step_seed(seed, stream, step):
+    """Every step reseeds from (seed, stream, step): latents, noise, mixing and flips are then the
+    same after a resume as in an uninterrupted run. Stream 0 is shared by all processes."""
+    return (seed * 1_000_003 + stream) * 1_000_003 + step
+
+
+def in_sync(modules, world):
+    """True when every process holds the same weights (checked at each checkpoint)."""
+    if world == 1:
+        return True
+    s = torch.cat([p.detach().flatten() for m in modules for p in m.parameters()]).double().sum()
+    both = torch.stack([s, -s])
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    return bool(both[0] == -both[1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Run folder, checkpoints, pictures
+
+def new_run_dir(args):
+    os.makedirs(args.out, exist_ok=True)
+    nums = [int(d[:5]) for d in os.listdir(args.out) if d[:5].isdigit()]
+    name = f"{max(nums, default=-1) + 1:05d}-{args.data_name}-{args.final_res}"
+    return os.path.join(args.out, name)
+
+
+def latest_checkpoint(out):
+    runs = sorted(d for d in os.listdir(out) if d[:5].isdigit()) if os.path.isdir(out) else []
+    for d in reversed(runs):
+        if os.path.isfile(os.path.join(out, d, "ckpt.pt")):
+            return os.path.join(out, d, "ckpt.pt")
+    return None
+
+
+def plain_args(args):
+    """The flags as plain values (what a checkpoint and args.json keep)."""
+    return {k: v for k, v in vars(args).items() if v is None or isinstance(v, (str, int, float, bool))}
+
+
+def save_checkpoint(path, state):
+    """Atomic: a crash while writing never leaves a truncated checkpoint under the real name."""
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def save_grid(images, path, nrow=8, min_cell=64):
+    """images [N, C, H, W] in [-1, 1] -> one PNG grid; small images are enlarged (nearest)."""
+    from PIL import Image
+    x = (images.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
+    if x.shape[-1] < min_cell:
+        x = F.interpolate(x, scale_factor=min_cell // x.shape[-1], mode="nearest")
+    N, C, H, W = x.shape
+    ncol = min(nrow, N)
+    nrows = math.ceil(N / ncol)
+    grid = torch.zeros(C, nrows * H, ncol * W, dtype=torch.uint8)
+    for i in range(N):
+        r, c = divmod(i, ncol)
+        grid[:, r * H:(r + 1) * H, c * W:(c + 1) * W] = x[i]
+    arr = grid.permute(1, 2, 0).numpy()
+    Image.fromarray(arr[:, :, 0] if C == 1 else arr).save(path)
+
+
+def fmt_time(s):
+    s = int(s)
+    return f"{s // 86400}d {s // 3600 % 24}h" if s >= 86400 else f"{s // 3600}h {s // 60 % 60:02d}m" \
+        if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+def train(rank, args):
+    rank, world, device = setup_distributed(rank, args)
+    args.device = device
+    if args.amp == "auto":
+        args.amp = "bf16" if device.type == "cuda" else "off"
+    kernels.IMPL = args.impl
+    master = rank == 0
+    run_dir, ckpt_path = args.run_dir, os.path.join(args.run_dir, "ckpt.pt")
+    if master:
+        os.makedirs(run_dir, exist_ok=True)
+
+    def log(line):  # rank 0 only: stdout and run_dir/log.txt
+        if master:
+            print(line, flush=True)
+            with open(os.path.join(run_dir, "log.txt"), "a") as f:
+                f.write(line.lstrip("\n") + "\n")
+
+    ckpt = torch.load(args.resume_path, map_location="cpu", weights_only=True) if args.resume_path else None
+    torch.manual_seed(args.seed)  # identical initial weights on every process
+    if ckpt:
+        cfg = sg.StyleGANConfig(**ckpt["config"])
+    else:
+        base = sg.StyleGANConfig()
+        cfg = sg.StyleGANConfig(
+            resolution=args.final_res, z_dim=args.w_dim or base.z_dim, w_dim=args.w_dim or base.w_dim,
+            mapping_fmaps=args.w_dim or base.mapping_fmaps,
+            mapping_layers=base.mapping_layers if args.mapping_layers is None else args.mapping_layers,
+            fmap_base=args.fmap_base or base.fmap_base, fmap_max=args.fmap_max or base.fmap_max,
+            num_channels=3, use_noise=not args.no_noise, mbstd_group_size=args.mbstd_group)
+    G, D = sg.Generator(cfg), sg.Discriminator(cfg)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    if ckpt:
+        for net, key in ((G, "G"), (D, "D"), (G_ema, "G_ema")):
+            net.load_state_dict(ckpt[key])
+    G, D, G_ema = G.to(device), D.to(device), G_ema.to(device)
+
+    cur_nimg, step = (ckpt["cur_nimg"], ckpt["step"]) if ckpt else (0, 0)
+    phase_key = tuple(ckpt["phase_key"]) if ckpt else None
+    opt_G, opt_D = adam(G, 0.001), adam(D, 0.001)
+    if ckpt:
+        opt_G.load_state_dict(ckpt["opt_G"])
+        opt_D.load_state_dict(ckpt["opt_D"])
+    total_nimg = int(args.kimg * 1000)
+    last_good = (ckpt_path, cur_nimg) if ckpt else (None, 0)
+
+    z_grid = torch.randn(32, cfg.z_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
+    if master:
+        with open(os.path.join(run_dir, "args.json"), "w") as f:
+            json.dump(plain_args(args), f, indent=1)
+        nparams = sum(p.numel() for p in G.parameters())
+        log(f"run {run_dir}: {args.data_name} at {cfg.resolution}x{cfg.resolution}, G {nparams:,} params, "
+            f"{world} process(es) on {device.type}, amp {args.amp}, kernels {args.impl}"
+            + (f", resumed at {cur_nimg / 1000:.1f} kimg" if ckpt else ""))
+
+    def state(phase):
+        return dict(config=cfg.to_dict(), G=G.state_dict(), D=D.state_dict(), G_ema=G_ema.state_dict(),
+                    opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(), cur_nimg=cur_nimg, step=step,
+                    res=phase.res, alpha=phase.alpha, phase_key=list(phase_key),
+                    args=plain_args(args),
+                    rng=torch.get_rng_state())
+
+    def checkpoint(phase, snapshot=False):
+        nonlocal last_good
+        finite = torch.stack([p.isfinite().all() for p in [*G.parameters(), *D.parameters()]]).all()
+        if not finite:
+            fail("non-finite weights")
+        if not in_sync((G, D), world):
+            fail("processes hold different weights")
+        if master:
+            save_checkpoint(ckpt_path, state(phase))
+            if snapshot:
+                save_checkpoint(os.path.join(run_dir, f"snapshot-{cur_nimg // 1000:06d}.pt"),
+                                dict(config=cfg.to_dict(), G_ema=G_ema.state_dict(), res=phase.res,
+                                     alpha=phase.alpha, cur_nimg=cur_nimg))
+        last_good = (ckpt_path, cur_nimg)
+
+    def fail(what):
+        log(f"stopping: {what} at {cur_nimg / 1000:.1f} kimg; nothing was saved from this state. "
+            f"Last good checkpoint: {last_good[0] or 'none'} ({last_good[1] / 1000:.1f} kimg)")
+        raise SystemExit(1)
+
+    stop = torch.zeros(1)
+
+    def on_signal(signum, frame):
+        if stop[0]:
+            raise KeyboardInterrupt
+        stop[0] = 1
+        log(f"\n{signal.Signals(signum).name}: finishing this step and writing a checkpoint "
+            f"(send again to quit at once)")
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    stats = torch.zeros(4, device=device)  # sums over the tick: G loss, D loss, penalty, steps
+    tick_nimg, tick_time, ticks, start_nimg = cur_nimg, time.time(), 0, cur_nimg
+    loader, loader_res, done = None, None, False
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    while not done:
+        phase = schedule(cur_nimg, cfg.resolution, args.start_res, args.phase_kimg, world, args.batch, args.lr)
+        key = (phase.res, phase.alpha < 1)
+        if key != phase_key:  # official: Adam state reset whenever lod crosses an integer
+            if phase_key is not None and phase.res != phase_key[0]:
+                checkpoint(phase)  # at each new resolution
+            opt_G, opt_D = adam(G, phase.lr), adam(D, phase.lr)
+            phase_key = key
+        if phase.res != loader_res:
+            loader = iter(data.make_loader(args.dataset.at(phase.res), phase.batch // world, rank=rank,
+                                           world_size=world, seed=args.seed, start=cur_nimg))
+            loader_res = phase.res
+        for opt in (opt_G, opt_D):
+            for group in opt.param_groups:
+                group["lr"] = phase.lr
+
+        # One step: D on a real batch (and fresh fakes), then G; the official order. The latents
+        # are drawn for the global batch and sliced, so N processes see what one process would.
+        N = phase.batch // world
+        torch.manual_seed(step_seed(args.seed, 0, step))
+        z_D, z_G = torch.randn(2, phase.batch, cfg.z_dim, device=device)[:, rank * N:(rank + 1) * N]
+        torch.manual_seed(step_seed(args.seed, rank + 1, step))  # per process: noise, mixing, flips
+        reals = next(loader).to(device, non_blocking=True).float() / 127.5 - 1
+        if args.mirror:
+            flip = torch.rand(reals.shape[0], device=device) < 0.5
+            reals = torch.where(flip[:, None, None, None], reals.flip(3), reals)
+        reals = fade_reals(reals, phase.alpha)
+
+        loss_D, penalty = d_loss(G, D, reals, z_D, phase, args)
+        opt_D.zero_grad(set_to_none=True)
+        loss_D.backward()
+        stop_all = all_reduce_grads(list(D.parameters()), world, stop.to(device))
+        opt_D.step()
+
+        D.requires_grad_(False)
+        loss_G = g_loss(G, D, z_G, phase, args)
+        opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        # w_avg rides along: the mean of the processes' EMAs is the EMA of the global batch mean.
+        G.w_avg.copy_(all_reduce_grads(list(G.parameters()), world, G.w_avg) / world)
+        opt_G.step()
+        D.requires_grad_(True)
+
+        beta = 0.5 ** (phase.batch / (args.ema_kimg * 1000))  # official G_smoothing_kimg
+        with torch.no_grad():
+            torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1 - beta)
+            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+                b_ema.copy_(b)
+        stats += torch.stack([loss_G.detach(), loss_D.detach(), penalty.detach(), torch.ones((), device=device)])
+        cur_nimg += phase.batch
+        step += 1
+        done = cur_nimg >= total_nimg or bool(stop_all.sum() > 0)
+
+        tick_kimg = args.tick_kimg or TICK_KIMG.get(phase.res, 20)
+        if cur_nimg - tick_nimg >= tick_kimg * 1000 or done:
+            if world > 1:
+                dist.all_reduce(stats)
+            g, d, pen = (stats[:3] / stats[3]).tolist()
+            stats.zero_()
+            if not all(map(math.isfinite, (g, d, pen))):
+                fail(f"non-finite loss (G {g}, D {d}, penalty {pen})")
+            now = time.time()
+            sec_kimg = (now - tick_time) / max(cur_nimg - tick_nimg, 1) * 1000
+            eta = (total_nimg - cur_nimg) / 1000 * sec_kimg
+            mem = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
+            row = dict(kimg=round(cur_nimg / 1000, 3), res=phase.res, alpha=round(phase.alpha, 4),
+                       batch=phase.batch, lr=phase.lr, loss_G=g, loss_D=d, penalty=pen,
+                       sec_per_kimg=round(sec_kimg, 3), img_per_sec=round(1000 / sec_kimg, 1),
+                       peak_mem_gb=round(mem, 2), eta_sec=round(eta), time=now)
+            log(f"kimg {row['kimg']:8.1f} | res {phase.res:4d} alpha {phase.alpha:4.2f} batch {phase.batch:3d} | "
+                f"G {g:6.3f} D {d:6.3f} {'R1' if args.loss == 'r1' else 'GP'} {pen:7.3f} | "
+                f"{sec_kimg:7.2f} s/kimg {row['img_per_sec']:7.1f} img/s | mem {mem:5.1f} GB | "
+                f"ETA {fmt_time(eta)}")
+            if master:
+                with open(os.path.join(run_dir, "log.jsonl"), "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                with torch.no_grad():
+                    fakes = torch.cat([G_ema(z, phase.res, phase.alpha, noise_mode="const")
+                                       for z in z_grid.split(8)])
+                save_grid(fakes, os.path.join(run_dir, f"fakes{cur_nimg // 1000:06d}.png"))
+            ticks += 1
+            snap_due = crossed(tick_nimg, cur_nimg, args.snap_kimg) if args.snap_kimg else ticks % 10 == 0
+            if snap_due or done:
+                checkpoint(phase, snapshot=True)
+            if crossed(tick_nimg, cur_nimg, args.metrics_kimg) or (done and args.metrics_kimg):
+                evaluate(G_ema, phase, args, rank, world, run_dir, log, cur_nimg)
+            tick_nimg, tick_time = cur_nimg, time.time()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+    log(f"{'stopped' if stop_all.sum() > 0 else 'done'} at {cur_nimg / 1000:.1f} kimg; "
+        f"checkpoint {ckpt_path}; samples {run_dir}/fakes*.png"
+        + (f"; weights identical on all {world} processes" if world > 1 else ""))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+
+
+def crossed(prev_nimg, cur_nimg, every_kimg):
+    """Did the images shown pass a multiple of every_kimg between prev and cur?"""
+    n = int(every_kimg * 1000)
+    return n > 0 and cur_nimg // n > prev_nimg // n
+
+
+def evaluate(G_ema, phase, args, rank, world, run_dir, log, cur_nimg):
+    """metrics.py on the EMA generator at the current resolution; keeps the best-FID snapshot."""
+    if phase.alpha < 1:
+        log("metrics: skipped while a resolution fades in")
+        return
+    import metrics
+    result = metrics.evaluate(G_ema, args.dataset, metrics=args.metrics.split(","), num=args.metrics_num,
+                              res=phase.res, device=args.device, rank=rank, world_size=world)
+    if rank != 0:
+        return
+    log("metrics: " + "  ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)))
+    with open(os.path.join(run_dir, "log.jsonl"), "a") as f:
+        f.write(json.dumps(dict(kimg=cur_nimg / 1000, res=phase.res, metrics=result), default=float) + "\n")
+    best_path = os.path.join(run_dir, "best.json")
+    best = json.load(open(best_path)) if os.path.exists(best_path) else None
+    if "fid" in result and (best is None or result["fid"] < best["fid"]):
+        save_checkpoint(os.path.join(run_dir, "best.pt"), dict(config=G_ema.cfg.to_dict(),
+                        G_ema=G_ema.state_dict(), res=phase.res, alpha=1.0, cur_nimg=cur_nimg))
+        with open(best_path, "w") as f:
+            json.dump(dict(fid=result["fid"], kimg=cur_nimg / 1000), f)
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point: check everything a user can get wrong before any process starts.
+
+def prepare(args):
+    if args.resume == "auto":
+        args.resume_path = latest_checkpoint(args.out)
+    elif args.resume:
+        if not os.path.isfile(args.resume):
+            raise SystemExit(f"--resume: no checkpoint at {args.resume}")
+        args.resume_path = args.resume
+    else:
+        args.resume_path = None
+    ckpt_args = {}
+    if args.resume_path:
+        ckpt = torch.load(args.resume_path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or "opt_G" not in ckpt:
+            raise SystemExit(f"--resume: {args.resume_path} is not a train.py checkpoint")
+        ckpt_args = ckpt["args"]
+        for k, v in ckpt_args.items():  # the run continues as it was started unless a flag says otherwise
+            if k not in RESUME_FRESH and k not in args.given:
+                setattr(args, k, v)
+        args.final_res = ckpt["config"]["resolution"]
+
+    if args.data is None:
+        source, message = data.default_source()
+        print(message)
+    else:
+        source = args.data
+        if not os.path.exists(source) and source != data.BUILTIN and os.path.isdir(os.path.join("data", source)):
+            source = os.path.join("data", source)  # nanoGPT's data/<name> convention
+    try:
+        args.dataset = data.open_dataset(source, skip_bad=args.skip_bad)
+    except ValueError as e:
+        raise SystemExit(f"--data: {e}")
+    args.data, args.data_name = source, args.dataset.name
+    if not args.resume_path:
+        args.final_res = QUICK["res"] if args.quick else (args.res or args.dataset.resolution)
+    res = args.final_res
+    if res < 4 or res & (res - 1):
+        raise SystemExit(f"--res must be a power of two >= 4, got {res}")
+    if res > args.dataset.resolution:
+        raise SystemExit(f"--res {res} is above the dataset's resolution {args.dataset.resolution}")
+    if args.start_res > res or args.start_res & (args.start_res - 1) or args.start_res < 4:
+        raise SystemExit(f"--start-res must be a power of two between 4 and {res}, got {args.start_res}")
+    world = int(os.environ.get("WORLD_SIZE", args.gpus))
+    if torch.cuda.is_available() and "RANK" not in os.environ and args.gpus > torch.cuda.device_count():
+        raise SystemExit(f"--gpus {args.gpus}, but this machine has {torch.cuda.device_count()} GPU(s)")
+    for r in [2 ** s for s in range(int(math.log2(args.start_res)), int(math.log2(res)) + 1)]:
+        total = schedule(0, r, r, 0, world, args.batch).batch
+        if total % world:
+            raise SystemExit(f"the batch at {r}x{r} ({total}) does not split over {world} processes; "
+                             f"set --batch to a multiple of {world}")
+    args.run_dir = os.path.dirname(args.resume_path) if args.resume_path else new_run_dir(args)
+
+
+RESUME_FRESH = ("resume", "resume_path", "out", "run_dir", "gpus", "data_name", "final_res")
+
+
+def main(argv=None):
+    args = get_args(argv)
+    prepare(args)
+    if args.gpus > 1 and "RANK" not in os.environ:
+        import socket
+        with socket.socket() as s:  # a free port for the processes to meet on
+            s.bind(("127.0.0.1", 0))
+            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(s.getsockname()[1]))
+        torch.multiprocessing.spawn(train, args=(args,), nprocs=args.gpus)
+    else:
+        train(int(os.environ.get("RANK", 0)), args)
+    return args.run_dir
+
+
+TICK_KIMG = {4: 160, 8: 140, 16: 120, 32: 100, 64: 80, 128: 60, 256: 40, 512: 30, 1024: 20}
+
+if __name__ == "__main__":
+    main()
