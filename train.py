@@ -127,9 +127,10 @@ def schedule(cur_nimg, final_res, start_res=8, phase_kimg=600, num_gpus=1, batch
 # ----------------------------------------------------------------------------------------------
 # Losses
 
-def d_loss(G, D, reals, z, phase, args):
+def d_loss(G, D, reals, z, phase, args, scale=1.0):
     """Returns (loss, penalty). R1: gamma/2 * ||dD(x)/dx||^2 on reals; WGAN-GP: lambda *
-    (||grad at a random mix of real and fake|| - 1)^2 + 0.001 * D(real)^2 (ProGAN drift)."""
+    (||grad at a random mix of real and fake|| - 1)^2 + 0.001 * D(real)^2 (ProGAN drift).
+    scale: fp16's loss scale, so the penalty's gradient does not underflow either."""
     N = reals.shape[0]
     with torch.no_grad(), autocast(args):
         fakes = G(z, phase.res, phase.alpha, mixing=args.mixing)
@@ -137,8 +138,8 @@ def d_loss(G, D, reals, z, phase, args):
         reals = reals.detach().requires_grad_(True)
         with autocast(args):
             real_logits, fake_logits = D(reals, phase.alpha).float(), D(fakes, phase.alpha).float()
-        grad, = torch.autograd.grad(real_logits.sum(), reals, create_graph=True)
-        penalty = grad.float().square().sum(dim=(1, 2, 3))
+        grad, = torch.autograd.grad(real_logits.sum() * scale, reals, create_graph=True)
+        penalty = (grad.float() / scale).square().sum(dim=(1, 2, 3))
         loss = F.softplus(fake_logits) + F.softplus(-real_logits) + penalty[:, None] * (args.r1_gamma / 2)
         return loss.mean(), penalty.mean()
     eps = torch.rand(N, 1, 1, 1, device=reals.device)
@@ -146,8 +147,8 @@ def d_loss(G, D, reals, z, phase, args):
     with autocast(args):
         real_logits, fake_logits = D(reals, phase.alpha).float(), D(fakes, phase.alpha).float()
         mixed_logits = D(mixed, phase.alpha).float()
-    grad, = torch.autograd.grad(mixed_logits.sum(), mixed, create_graph=True)
-    penalty = (grad.float().flatten(1).norm(dim=1) - 1).square()
+    grad, = torch.autograd.grad(mixed_logits.sum() * scale, mixed, create_graph=True)
+    penalty = ((grad.float() / scale).flatten(1).norm(dim=1) - 1).square()
     loss = fake_logits - real_logits + args.r1_gamma * penalty[:, None] + 0.001 * real_logits.square()
     return loss.mean(), penalty.mean()
 
@@ -156,6 +157,46 @@ def g_loss(G, D, z, phase, args):
     with autocast(args):
         logits = D(G(z, phase.res, phase.alpha, mixing=args.mixing), phase.alpha).float()
     return (F.softplus(-logits) if args.loss == "r1" else -logits).mean()
+
+
+def train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args, world=1, flags=None):
+    """One official training iteration: a D step on reals and fresh fakes, then a G step, then the
+    EMA generator. Returns ([G loss, D loss, penalty], flags summed over processes); the losses
+    are None for a step that fp16 loss scaling skipped because of an overflow."""
+    scaler_G, scaler_D = scalers  # fp16 only; no-ops otherwise
+    flags = torch.zeros(1, device=reals.device) if flags is None else flags
+    scale = scaler_D.get_scale() if scaler_D.is_enabled() else 1.0
+    scale_G = scaler_G.get_scale() if scaler_G.is_enabled() else 1.0
+    loss_D, penalty = d_loss(G, D, reals, z_D, phase, args, scale)
+    opt_D.zero_grad(set_to_none=True)
+    scaler_D.scale(loss_D).backward()
+    flags = all_reduce_grads(list(D.parameters()), world, flags)
+    scaler_D.step(opt_D)
+    scaler_D.update()
+
+    D.requires_grad_(False)
+    loss_G = g_loss(G, D, z_G, phase, args)
+    opt_G.zero_grad(set_to_none=True)
+    scaler_G.scale(loss_G).backward()
+    # w_avg rides along: the mean of the processes' EMAs is the EMA of the global batch mean.
+    G.w_avg.copy_(all_reduce_grads(list(G.parameters()), world, G.w_avg) / world)
+    scaler_G.step(opt_G)
+    scaler_G.update()
+    D.requires_grad_(True)
+
+    beta = 0.5 ** (phase.batch / (args.ema_kimg * 1000))  # official G_smoothing_kimg
+    with torch.no_grad():
+        torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1 - beta)
+        for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+            b_ema.copy_(b)
+    if scaler_D.is_enabled() and (scaler_D.get_scale() < scale or scaler_G.get_scale() < scale_G):
+        return None, flags  # the scaler lowered its scale: an overflow, this step was not applied
+    return torch.stack([loss_G.detach(), loss_D.detach(), penalty.detach()]), flags
+
+
+def make_scalers(args):
+    """fp16 needs loss scaling; bf16 and fp32 do not (the scalers are then disabled no-ops)."""
+    return [torch.amp.GradScaler(args.device.type, enabled=args.amp == "fp16") for _ in range(2)]
 
 
 def autocast(args):
@@ -317,9 +358,12 @@ def train(rank, args):
     cur_nimg, step = (ckpt["cur_nimg"], ckpt["step"]) if ckpt else (0, 0)
     phase_key = tuple(ckpt["phase_key"]) if ckpt else None
     opt_G, opt_D = adam(G, 0.001), adam(D, 0.001)
+    scalers = make_scalers(args)
     if ckpt:
         opt_G.load_state_dict(ckpt["opt_G"])
         opt_D.load_state_dict(ckpt["opt_D"])
+        for scaler, key in zip(scalers, ("scaler_G", "scaler_D")):
+            scaler.load_state_dict(ckpt[key])
     total_nimg = int(args.kimg * 1000)
     last_good = (ckpt_path, cur_nimg) if ckpt else (None, 0)
 
@@ -334,7 +378,8 @@ def train(rank, args):
 
     def state(phase):
         return dict(config=cfg.to_dict(), G=G.state_dict(), D=D.state_dict(), G_ema=G_ema.state_dict(),
-                    opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(), cur_nimg=cur_nimg, step=step,
+                    opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(), scaler_G=scalers[0].state_dict(),
+                    scaler_D=scalers[1].state_dict(), cur_nimg=cur_nimg, step=step,
                     res=phase.res, alpha=phase.alpha, phase_key=list(phase_key),
                     args=plain_args(args),
                     rng=torch.get_rng_state())
@@ -403,27 +448,10 @@ def train(rank, args):
             reals = torch.where(flip[:, None, None, None], reals.flip(3), reals)
         reals = fade_reals(reals, phase.alpha)
 
-        loss_D, penalty = d_loss(G, D, reals, z_D, phase, args)
-        opt_D.zero_grad(set_to_none=True)
-        loss_D.backward()
-        stop_all = all_reduce_grads(list(D.parameters()), world, stop.to(device))
-        opt_D.step()
-
-        D.requires_grad_(False)
-        loss_G = g_loss(G, D, z_G, phase, args)
-        opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        # w_avg rides along: the mean of the processes' EMAs is the EMA of the global batch mean.
-        G.w_avg.copy_(all_reduce_grads(list(G.parameters()), world, G.w_avg) / world)
-        opt_G.step()
-        D.requires_grad_(True)
-
-        beta = 0.5 ** (phase.batch / (args.ema_kimg * 1000))  # official G_smoothing_kimg
-        with torch.no_grad():
-            torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1 - beta)
-            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                b_ema.copy_(b)
-        stats += torch.stack([loss_G.detach(), loss_D.detach(), penalty.detach(), torch.ones((), device=device)])
+        losses, stop_all = train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args,
+                                      world, stop.to(device))
+        if losses is not None:
+            stats += torch.cat([losses, torch.ones(1, device=device)])
         cur_nimg += phase.batch
         step += 1
         done = cur_nimg >= total_nimg or bool(stop_all.sum() > 0)
@@ -432,7 +460,7 @@ def train(rank, args):
         if cur_nimg - tick_nimg >= tick_kimg * 1000 or done:
             if world > 1:
                 dist.all_reduce(stats)
-            g, d, pen = (stats[:3] / stats[3]).tolist()
+            g, d, pen = (stats[:3] / stats[3]).tolist()  # nan when every step of the tick overflowed
             stats.zero_()
             if not all(map(math.isfinite, (g, d, pen))):
                 fail(f"non-finite loss (G {g}, D {d}, penalty {pen})")

@@ -76,6 +76,15 @@ def test_tiny_run_writes_checkpoint_samples_and_log(tmp_path):
     assert "done at 0.1 kimg" in open(os.path.join(run_dir, "log.txt")).read()
 
 
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_run(tmp_path, amp):
+    run_dir = run(tmp_path, "--kimg", "0.032", "--amp", amp)
+    ckpt = load(run_dir)
+    assert ckpt["args"]["amp"] == amp and all(torch.isfinite(v).all() for v in ckpt["G"].values())
+    for row in map(json.loads, open(os.path.join(run_dir, "log.jsonl"))):
+        assert math.isfinite(row["loss_G"]) and math.isfinite(row["loss_D"])
+
+
 def test_resume_is_exact(tmp_path):
     """12 steps straight == 6 steps, stop, resume, 6 more: through two phase changes (Adam resets,
     a new loader resolution) and style mixing, noise and mirroring."""
