@@ -258,16 +258,15 @@ def load_inception(path=None, device="cpu"):
         if tag.startswith("custom"):
             print(f"warning: {name} is not a standard FID Inception file; its FID is comparable "
                   f"with published numbers only if it holds the standard weights", file=sys.stderr)
-        with zipfile.ZipFile(path) if zipfile.is_zipfile(path) else open(os.devnull, "rb") as z:
-            is_script = isinstance(z, zipfile.ZipFile) and any(n.endswith("constants.pkl") for n in z.namelist())
-        try:
-            if is_script:
-                net = TorchScriptInception(torch.jit.load(path, map_location="cpu"))
+        try:  # TorchScript archives hold compiled code (constants.pkl); state dicts only tensors
+            if zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist()):
+                net, state = TorchScriptInception(torch.jit.load(path, map_location="cpu")), None
             else:
-                net = FIDInceptionV3()
-                _load_strict(net, torch.load(path, map_location="cpu", weights_only=True), path)
-        except (RuntimeError, OSError, EOFError) as e:
+                net, state = FIDInceptionV3(), torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch.load raises pickle, zip, EOF and runtime errors alike
             raise ValueError(f"cannot read Inception weights {path}: {e}") from e
+        if state is not None:
+            _load_strict(net, state, path)
     net.tag = tag
     return net.eval().requires_grad_(False).to(device)
 
@@ -289,24 +288,38 @@ def feature_stats(features):
     return f.mean(0), np.cov(f, rowvar=False)
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2):
-    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), float64, without scipy.
+def psd_factor(s, tol):
+    """F [D, r] with F F^T = s, by Cholesky with full pivoting that stops once every remaining
+    diagonal entry of the Schur complement is below tol (the numerical rank r: cost O(D^2 r))."""
+    f, diag = np.zeros_like(s), np.diag(s).copy()
+    for r in range(len(s)):
+        p = int(np.argmax(diag))
+        if diag[p] <= tol:
+            return f[:, :r]
+        f[:, r] = (s[:, p] - f[:, :r] @ f[p, :r]) / np.sqrt(diag[p])
+        diag -= f[:, r] ** 2
+    return f
 
-    S1 S2 has the eigenvalues of sqrt(S1) S2 sqrt(S1) = X X^T with X = sqrt(S1) sqrt(S2), so
-    tr (S1 S2)^(1/2) is the sum of the singular values of X. The SVD gives these with absolute
-    error eps * ||X||; taking square roots of eigenvalues would blow rounding noise up to sqrt(eps)
-    in the null space that covariances of few samples have.
+
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) in float64, without scipy.
+
+    With any factor S1 = F F^T, S1 S2 has the nonzero eigenvalues of the symmetric PSD matrix
+    F^T S2 F, so tr (S1 S2)^(1/2) is the sum of their square roots. F is LAPACK's Cholesky factor
+    for a positive definite covariance (50k samples), else a rank-revealing pivoted Cholesky: square
+    roots of rounding noise in the null space of a few-sample covariance would add up to an error.
     """
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != mu1.shape * 2:
         raise ValueError(f"statistics do not match: mu {mu1.shape} {mu2.shape}, sigma {s1.shape} {s2.shape}")
-
-    def sqrt_psd(s):
-        lam, v = np.linalg.eigh((s + s.T) / 2)
-        return (v * np.sqrt(lam.clip(min=0))) @ v.T
-
-    tr_covmean = np.linalg.svd(sqrt_psd(s1) @ sqrt_psd(s2), compute_uv=False).sum()
+    eps = len(mu1) * np.finfo(np.float64).eps
+    try:
+        f = np.linalg.cholesky(s1)
+    except np.linalg.LinAlgError:
+        f = psd_factor(s1, eps * max(np.diag(s1).max(), 0))
+    ev = np.linalg.eigvalsh(f.T @ s2 @ f) if f.shape[1] else np.zeros(1)
+    tr_covmean = np.sqrt(ev[ev > eps * ev.max()]).sum()
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
 
 
@@ -383,7 +396,7 @@ def sliced_wasserstein(a, b, dir_repeats=4, dirs_per_repeat=128, seed=0):
     for _ in range(dir_repeats):
         dirs = torch.randn(a.shape[1], dirs_per_repeat, generator=g).to(a.device)
         dirs = dirs / dirs.norm(dim=0, keepdim=True)
-        pa, pb = (a @ dirs).sort(dim=0)[0], (b @ dirs).sort(dim=0)[0]
+        pa, pb = (dirs.T @ a.T).sort(dim=1)[0], (dirs.T @ b.T).sort(dim=1)[0]  # [dirs, n]
         dists.append((pa - pb).abs().mean().item())
     return sum(dists) / len(dists)
 
