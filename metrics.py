@@ -21,7 +21,6 @@ import argparse
 import glob
 import hashlib
 import json
-import math
 import os
 import re
 import sys
@@ -62,24 +61,30 @@ def tf_avg_pool(x):
     return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
 
-class InceptionA(nn.Module):
+class Mixed(nn.Module):
+    def chain(self, branch, x):  # run the convs branch_1, branch_2, ... of one branch in order
+        i = 1
+        while hasattr(self, f"{branch}_{i}"):
+            x, i = getattr(self, f"{branch}_{i}")(x), i + 1
+        return x
+
+
+class InceptionA(Mixed):
     def __init__(self, cin, pool_features):
         super().__init__()
         self.branch1x1 = BasicConv2d(cin, 64, 1)
-        self.branch5x5_1 = BasicConv2d(cin, 48, 1)
-        self.branch5x5_2 = BasicConv2d(48, 64, 5, padding=2)
+        self.branch5x5_1, self.branch5x5_2 = BasicConv2d(cin, 48, 1), BasicConv2d(48, 64, 5, padding=2)
         self.branch3x3dbl_1 = BasicConv2d(cin, 64, 1)
         self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
         self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, padding=1)
         self.branch_pool = BasicConv2d(cin, pool_features, 1)
 
     def forward(self, x):
-        b5 = self.branch5x5_2(self.branch5x5_1(x))
-        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        return torch.cat([self.branch1x1(x), b5, b3, self.branch_pool(tf_avg_pool(x))], 1)
+        return torch.cat([self.branch1x1(x), self.chain("branch5x5", x), self.chain("branch3x3dbl", x),
+                          self.branch_pool(tf_avg_pool(x))], 1)
 
 
-class InceptionB(nn.Module):  # grid reduction 35 -> 17
+class InceptionB(Mixed):  # grid reduction 35 -> 17
     def __init__(self, cin):
         super().__init__()
         self.branch3x3 = BasicConv2d(cin, 384, 3, stride=2)
@@ -88,71 +93,57 @@ class InceptionB(nn.Module):  # grid reduction 35 -> 17
         self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, stride=2)
 
     def forward(self, x):
-        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        return torch.cat([self.branch3x3(x), b3, F.max_pool2d(x, 3, stride=2)], 1)
+        return torch.cat([self.branch3x3(x), self.chain("branch3x3dbl", x), F.max_pool2d(x, 3, stride=2)], 1)
 
 
-class InceptionC(nn.Module):  # factorised 7x7 convolutions (1x7 then 7x1)
+class InceptionC(Mixed):  # 7x7 convolutions factorised into 1x7 and 7x1
     def __init__(self, cin, c7):
         super().__init__()
+        row, col = dict(kernel_size=(1, 7), padding=(0, 3)), dict(kernel_size=(7, 1), padding=(3, 0))
         self.branch1x1 = BasicConv2d(cin, 192, 1)
         self.branch7x7_1 = BasicConv2d(cin, c7, 1)
-        self.branch7x7_2 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
-        self.branch7x7_3 = BasicConv2d(c7, 192, (7, 1), padding=(3, 0))
+        self.branch7x7_2, self.branch7x7_3 = BasicConv2d(c7, c7, **row), BasicConv2d(c7, 192, **col)
         self.branch7x7dbl_1 = BasicConv2d(cin, c7, 1)
-        self.branch7x7dbl_2 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
-        self.branch7x7dbl_3 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
-        self.branch7x7dbl_4 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
-        self.branch7x7dbl_5 = BasicConv2d(c7, 192, (1, 7), padding=(0, 3))
+        self.branch7x7dbl_2, self.branch7x7dbl_3 = BasicConv2d(c7, c7, **col), BasicConv2d(c7, c7, **row)
+        self.branch7x7dbl_4, self.branch7x7dbl_5 = BasicConv2d(c7, c7, **col), BasicConv2d(c7, 192, **row)
         self.branch_pool = BasicConv2d(cin, 192, 1)
 
     def forward(self, x):
-        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        bd = x
-        for i in range(1, 6):
-            bd = getattr(self, f"branch7x7dbl_{i}")(bd)
-        return torch.cat([self.branch1x1(x), b7, bd, self.branch_pool(tf_avg_pool(x))], 1)
+        return torch.cat([self.branch1x1(x), self.chain("branch7x7", x), self.chain("branch7x7dbl", x),
+                          self.branch_pool(tf_avg_pool(x))], 1)
 
 
-class InceptionD(nn.Module):  # grid reduction 17 -> 8
+class InceptionD(Mixed):  # grid reduction 17 -> 8
     def __init__(self, cin):
         super().__init__()
-        self.branch3x3_1 = BasicConv2d(cin, 192, 1)
-        self.branch3x3_2 = BasicConv2d(192, 320, 3, stride=2)
+        self.branch3x3_1, self.branch3x3_2 = BasicConv2d(cin, 192, 1), BasicConv2d(192, 320, 3, stride=2)
         self.branch7x7x3_1 = BasicConv2d(cin, 192, 1)
         self.branch7x7x3_2 = BasicConv2d(192, 192, (1, 7), padding=(0, 3))
         self.branch7x7x3_3 = BasicConv2d(192, 192, (7, 1), padding=(3, 0))
         self.branch7x7x3_4 = BasicConv2d(192, 192, 3, stride=2)
 
     def forward(self, x):
-        b3 = self.branch3x3_2(self.branch3x3_1(x))
-        b7 = x
-        for i in range(1, 5):
-            b7 = getattr(self, f"branch7x7x3_{i}")(b7)
-        return torch.cat([b3, b7, F.max_pool2d(x, 3, stride=2)], 1)
+        return torch.cat([self.chain("branch3x3", x), self.chain("branch7x7x3", x), F.max_pool2d(x, 3, stride=2)], 1)
 
 
-class InceptionE(nn.Module):  # expanded filter bank; pool="max" in the last block of the TF graph
+class InceptionE(Mixed):  # expanded filter bank; pool="max" in the TF graph's last block
     def __init__(self, cin, pool):
         super().__init__()
+        row, col = dict(kernel_size=(1, 3), padding=(0, 1)), dict(kernel_size=(3, 1), padding=(1, 0))
         self.pool = pool
         self.branch1x1 = BasicConv2d(cin, 320, 1)
         self.branch3x3_1 = BasicConv2d(cin, 384, 1)
-        self.branch3x3_2a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
-        self.branch3x3_2b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
+        self.branch3x3_2a, self.branch3x3_2b = BasicConv2d(384, 384, **row), BasicConv2d(384, 384, **col)
         self.branch3x3dbl_1 = BasicConv2d(cin, 448, 1)
         self.branch3x3dbl_2 = BasicConv2d(448, 384, 3, padding=1)
-        self.branch3x3dbl_3a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
-        self.branch3x3dbl_3b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
+        self.branch3x3dbl_3a, self.branch3x3dbl_3b = BasicConv2d(384, 384, **row), BasicConv2d(384, 384, **col)
         self.branch_pool = BasicConv2d(cin, 192, 1)
 
     def forward(self, x):
-        b3 = self.branch3x3_1(x)
-        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
-        bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
+        b3, bd = self.chain("branch3x3", x), self.chain("branch3x3dbl", x)  # then split in two
         p = F.max_pool2d(x, 3, stride=1, padding=1) if self.pool == "max" else tf_avg_pool(x)
-        return torch.cat([self.branch1x1(x), b3, bd, self.branch_pool(p)], 1)
+        return torch.cat([self.branch1x1(x), self.branch3x3_2a(b3), self.branch3x3_2b(b3),
+                          self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd), self.branch_pool(p)], 1)
 
 
 def fid_preprocess(x):
@@ -197,7 +188,7 @@ class FIDInceptionV3(nn.Module):
 
 
 class TorchScriptInception(nn.Module):
-    """NVIDIA's TorchScript port: takes uint8 images of any size, resizes inside."""
+    """NVIDIA's TorchScript port: uint8 images of any size (it resizes inside) -> [N, 2048]."""
 
     def __init__(self, net):
         super().__init__()
@@ -207,26 +198,18 @@ class TorchScriptInception(nn.Module):
         return self.net(x.expand(-1, 3, -1, -1), return_features=True).float()
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _load_strict(net, state, source):
+def load_strict(net, state, source):
+    """load_state_dict(strict=True), with an error that names what differs."""
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ValueError(f"{source}: not a state dict of tensors")
-    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
+    want, got = ({k: tuple(v.shape) for k, v in d.items()} for d in (net.state_dict(), state))
     missing, unexpected = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
     shapes = [f"{k} {got[k]} != {want[k]}" for k in sorted(want.keys() & got.keys()) if got[k] != want[k]]
     if missing or unexpected or shapes:
-        raise ValueError(f"{source} is not the FID Inception-v3: {len(missing)} missing tensors "
-                         f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
-                         f"{len(shapes)} wrong shapes {shapes[:3]}")
+        raise ValueError(f"{source} is not the FID Inception-v3: {len(missing)} missing tensors {missing[:3]}, "
+                         f"{len(unexpected)} unexpected {unexpected[:3]}, {len(shapes)} wrong shapes {shapes[:3]}")
     net.load_state_dict(state, strict=True)
+    return net
 
 
 def load_inception(path=None, device="cpu"):
@@ -237,36 +220,33 @@ def load_inception(path=None, device="cpu"):
             state = torch.hub.load_state_dict_from_url(PT_FID_URL, map_location="cpu", check_hash=True)
         except Exception as e:
             raise FileNotFoundError(
-                f"FID needs the Inception weights and none could be found or downloaded ({e}). "
-                f"On a machine with internet, download {PT_FID_URL} (or NVIDIA's {NV_URL}), then "
-                f"pass --inception PATH, set STYLEGAN_INCEPTION=PATH, or copy it into "
-                f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}/") from e
-        net, tag = FIDInceptionV3(), "pt_inception"
-        _load_strict(net, state, PT_FID_FILE)
-    else:
-        path = os.path.expanduser(str(path))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Inception weights file not found: {path}")
-        name, digest = os.path.basename(path), _sha256(path)
-        if name == PT_FID_FILE and not digest.startswith(PT_FID_SHA256_PREFIX):
-            raise ValueError(f"{path}: sha256 {digest} does not start with {PT_FID_SHA256_PREFIX}; "
-                             f"the file is corrupt or not pytorch-fid's weights")
-        if name == NV_FILE and digest != NV_SHA256:
-            raise ValueError(f"{path}: sha256 {digest} != {NV_SHA256}; the file is corrupt or "
-                             f"not NVIDIA's weights")
-        tag = {PT_FID_FILE: "pt_inception", NV_FILE: "nv_inception"}.get(name, "custom-" + digest[:8])
-        if tag.startswith("custom"):
-            print(f"warning: {name} is not a standard FID Inception file; its FID is comparable "
-                  f"with published numbers only if it holds the standard weights", file=sys.stderr)
-        try:  # TorchScript archives hold compiled code (constants.pkl); state dicts only tensors
-            if zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist()):
-                net, state = TorchScriptInception(torch.jit.load(path, map_location="cpu")), None
-            else:
-                net, state = FIDInceptionV3(), torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch.load raises pickle, zip, EOF and runtime errors alike
-            raise ValueError(f"cannot read Inception weights {path}: {e}") from e
-        if state is not None:
-            _load_strict(net, state, path)
+                f"FID needs the Inception weights and none could be found or downloaded ({e}). On a machine "
+                f"with internet, download {PT_FID_URL} (or NVIDIA's {NV_URL}), then pass --inception PATH, "
+                f"set STYLEGAN_INCEPTION=PATH, or copy it into {torch.hub.get_dir()}/checkpoints/") from e
+        net = load_strict(FIDInceptionV3(), state, PT_FID_FILE)
+        net.tag = "pt_inception"
+        return net.eval().requires_grad_(False).to(device)
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Inception weights file not found: {path}")
+    name, digest = os.path.basename(path), hashlib.sha256(open(path, "rb").read()).hexdigest()
+    if (name == PT_FID_FILE and not digest.startswith(PT_FID_SHA256_PREFIX)) or (name == NV_FILE and digest != NV_SHA256):
+        raise ValueError(f"{path}: sha256 {digest} is not that of the standard {name}; the file is corrupt "
+                         f"or holds other weights")
+    tag = {PT_FID_FILE: "pt_inception", NV_FILE: "nv_inception"}.get(name, "custom-" + digest[:8])
+    if tag.startswith("custom"):
+        print(f"warning: {name} is not a standard FID Inception file; its FID is comparable with published "
+              f"numbers only if it holds the standard weights", file=sys.stderr)
+    try:  # a TorchScript archive holds compiled code (constants.pkl), a state dict only tensors
+        scripted = zipfile.is_zipfile(path) and "constants.pkl" in str(zipfile.ZipFile(path).namelist())
+        if scripted:
+            net = TorchScriptInception(torch.jit.load(path, map_location="cpu"))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises pickle, zip, EOF and runtime errors alike
+        raise ValueError(f"cannot read Inception weights {path}: {e}") from e
+    if not scripted:
+        net = load_strict(FIDInceptionV3(), state, path)
     net.tag = tag
     return net.eval().requires_grad_(False).to(device)
 
@@ -370,14 +350,16 @@ def swd_levels(res):
 
 
 def swd_descriptors(images, generator=None):
-    """uint8 [N, 3, H, W] -> one [N * 128, 3, 7, 7] float16 set of neighbourhoods per pyramid level."""
-    out, h = [], SWD_NHOOD_SIZE // 2
-    for level in laplacian_pyramid(images.float(), len(swd_levels(images.shape[-1]))):
+    """uint8 [N, 3, H, W] -> {level resolution: [N * 128, 3, 7, 7] float16 neighbourhoods}. float16
+    halves the memory of 16k images x 128 patches x 147 values per level; its rounding is far below
+    the metric's sampling noise."""
+    out, h, levels = {}, SWD_NHOOD_SIZE // 2, swd_levels(images.shape[-1])
+    for r, level in zip(levels, laplacian_pyramid(images.float(), len(levels))):
         N, C, H, W = level.shape
         n = torch.arange(N, device=level.device).repeat_interleave(SWD_NHOODS)
         ys, xs = (torch.randint(h, s - h, (len(n),), generator=generator).to(level.device) for s in (H, W))
         patches = level.unfold(2, SWD_NHOOD_SIZE, 1).unfold(3, SWD_NHOOD_SIZE, 1)  # [N, C, H-6, W-6, 7, 7]
-        out.append(patches[n, :, ys - h, xs - h].half().cpu())
+        out[r] = patches[n, :, ys - h, xs - h].half().cpu()
     return out
 
 
@@ -401,11 +383,11 @@ def sliced_wasserstein(a, b, dir_repeats=4, dirs_per_repeat=128, seed=0):
     return sum(dists) / len(dists)
 
 
-def swd(desc1, desc2, res):
+def swd(desc1, desc2):
     """Per-level SWD x 1e3 as {"swd<res>": ...} plus their mean as "swd"."""
-    if len(desc1) != len(desc2):
-        raise ValueError("SWD needs both image sets at the same resolution")
-    out = {f"swd{r}": 1e3 * sliced_wasserstein(a, b) for r, a, b in zip(swd_levels(res), desc1, desc2)}
+    if desc1.keys() != desc2.keys():
+        raise ValueError(f"SWD needs both image sets at one resolution, got levels {list(desc1)} and {list(desc2)}")
+    out = {f"swd{r}": 1e3 * sliced_wasserstein(desc1[r], desc2[r]) for r in desc1}
     out["swd"] = sum(out.values()) / len(out)
     return out
 
@@ -414,74 +396,63 @@ def swd(desc1, desc2, res):
 # Feature extraction over image sets, the real-statistics cache, and evaluate() for train.py
 
 
-class Progress:
-    """One self-overwriting line with rate and ETA; `scale` counts the other ranks' equal shares."""
-
-    def __init__(self, what, total, enabled=True, scale=1):
-        self.what, self.total, self.done, self.t0 = what, total, 0, time.time()
-        self.enabled, self.scale = enabled, scale
-
-    def update(self, n):
-        self.done = min(self.total, self.done + n * self.scale)
-        if self.enabled:
-            dt = time.time() - self.t0
-            eta = dt / self.done * (self.total - self.done)
-            end = "\n" if self.done >= self.total else ""
-            print(f"\r{self.what}: {self.done}/{self.total} images, {self.done / max(dt, 1e-9):.1f} img/s, "
-                  f"ETA {int(eta) // 60}:{int(eta) % 60:02d}", end=end, file=sys.stderr, flush=True)
+def progress(what, done, total, t0):
+    """One self-overwriting line on stderr with the rate and the ETA."""
+    dt = time.time() - t0
+    eta = int(dt / max(done, 1) * (total - done))
+    print(f"\r{what}: {done}/{total} images, {done / max(dt, 1e-9):.1f} img/s, ETA {eta // 60}:{eta % 60:02d}",
+          end="\n" if done >= total else "", file=sys.stderr, flush=True)
 
 
-def extract(batches, net=None, swd_max=0, device="cpu", bf16=False, progress=None, seed=0):
-    """uint8 [B, 3, H, W] batches -> (features [N, 2048] or None, SWD descriptors of the first
-    swd_max images or None)."""
-    feats, descs, g, shape = [], [], torch.Generator().manual_seed(seed), None
-    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
-    with torch.no_grad(), autocast:
+def extract(batches, net=None, swd_max=0, device="cpu", bf16=False, what=None, total=0, scale=1, seed=0):
+    """uint8 [B, 3, H, W] batches -> (Inception features [N, 2048] or None, SWD descriptors of the
+    first swd_max images or None). Progress is printed if `what` is given; `scale` counts the other
+    ranks, which process equal shares at the same pace."""
+    feats, descs, g, done, t0 = [], [], torch.Generator().manual_seed(seed), 0, time.time()
+    with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
         for x in batches:
             x = x.to(device)
             if net is not None:
                 feats.append(net(x).float().cpu())
-            take = min(len(x), swd_max - sum(len(d[0]) for d in descs) // SWD_NHOODS)
+            take = min(len(x), swd_max - sum(len(next(iter(d.values()))) for d in descs) // SWD_NHOODS)
             if take > 0:
-                if shape is not None and x.shape[1:] != shape:
-                    raise ValueError(f"SWD needs all images at one size, got {list(shape)} and {list(x.shape[1:])}")
-                shape = x.shape[1:]
                 descs.append(swd_descriptors(x[:take], g))
-            if progress:
-                progress.update(len(x))
-    f = torch.cat(feats) if feats else None
-    return f, ([torch.cat(level) for level in zip(*descs)] if descs else None)
+            done += len(x)
+            if what:
+                progress(what, min(done * scale, total), total, t0)
+    if len({tuple(d) for d in descs}) > 1:
+        raise ValueError("SWD needs all images of a set at one size")
+    return (torch.cat(feats) if feats else None), ({r: torch.cat([d[r] for d in descs]) for r in descs[0]}
+                                                   if descs else None)
 
 
-def _gather(t, device, world_size):
-    """Concatenate a tensor's rows from every rank (rows may differ in number)."""
+def gather(t, device, world_size):
+    """Concatenate a tensor's rows from every rank (the row counts may differ by rank)."""
     import torch.distributed as dist
     if t is None or world_size == 1 or not (dist.is_available() and dist.is_initialized()):
         return t
     x = t.to(device)
-    n = torch.tensor([len(x)], device=device)
-    ns = [torch.zeros_like(n) for _ in range(world_size)]
-    dist.all_gather(ns, n)
-    pad = x.new_zeros((int(max(ns)) - len(x), *x.shape[1:]))
-    parts = [torch.empty_like(torch.cat([x, pad])) for _ in range(world_size)]
-    dist.all_gather(parts, torch.cat([x, pad]))
-    return torch.cat([p[: int(k)] for p, k in zip(parts, ns)]).cpu()
+    ns = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world_size)]
+    dist.all_gather(ns, torch.tensor([len(x)], device=device))
+    x = torch.cat([x, x.new_zeros((int(max(ns)) - len(x), *x.shape[1:]))])  # all_gather wants equal shapes
+    parts = [torch.empty_like(x) for _ in range(world_size)]
+    dist.all_gather(parts, x)
+    return torch.cat([p[: int(n)] for p, n in zip(parts, ns)]).cpu()
 
 
 def cache_path(cache_dir, name, res, count, tag):
-    cache_dir = cache_dir or os.environ.get("STYLEGAN_CACHE", "~/.cache/stylegan")
+    cache_dir = os.path.expanduser(cache_dir or os.environ.get("STYLEGAN_CACHE", "~/.cache/stylegan"))
     safe = re.sub(r"[^\w.-]", "_", str(name))
-    return os.path.join(os.path.expanduser(cache_dir), f"{safe}-{res}px-{count}-{tag}.npz")
+    return os.path.join(cache_dir, f"{safe}-{res}px-{count}-{tag}.npz")
 
 
 def save_stats(path, mu, sigma, features=None):
+    """pytorch-fid's .npz (mu, sigma), plus the features themselves when KID needs them."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    extra = {} if features is None else {"features": np.asarray(features, np.float32)}
-    np.savez(path, mu=mu, sigma=sigma, **extra)
+    np.savez(path, mu=mu, sigma=sigma, **({} if features is None else {"features": np.asarray(features, np.float32)}))
 
 
 def load_stats(path):
-    """A pytorch-fid style .npz -> dict with mu, sigma and, if stored, features."""
     try:
         with np.load(path) as f:
             return {k: f[k] for k in f.files if k in ("mu", "sigma", "features")}
@@ -489,101 +460,100 @@ def load_stats(path):
         raise ValueError(f"cannot read statistics {path}: {e}") from e
 
 
-def real_stats(dataset, res, net, need_features=False, cache_dir=None, batch=32, device="cpu",
-               bf16=False, rank=0, world_size=1, workers=2, verbose=True):
-    """mu/sigma (and features if asked) of all real images at `res`; cached by name, res, count, weights."""
+def loader(dataset, res, indices, batch, workers):
+    subset = torch.utils.data.Subset(dataset.at(res), list(indices))
+    return torch.utils.data.DataLoader(subset, batch_size=batch, num_workers=workers)
+
+
+def real_stats(dataset, res, net, need_features=False, cache_dir=None, batch=32, device="cpu", bf16=False,
+               rank=0, world_size=1, workers=2, verbose=True):
+    """mu, sigma (and features if asked) of every real image at `res`, on rank 0 ({} elsewhere).
+    Cached by dataset name, resolution, image count and weights; read back on the next call."""
     path = cache_path(cache_dir, dataset.name, res, len(dataset), net.tag) if net.tag else None
-    hit = path is not None and os.path.isfile(path)
-    if hit:
-        stats = load_stats(path)
-        hit = "mu" in stats and "sigma" in stats and (not need_features or "features" in stats)
-    if hit:
+    stats = load_stats(path) if path and os.path.isfile(path) else {}
+    if "mu" in stats and "sigma" in stats and (not need_features or "features" in stats):
         return stats
-    subset = torch.utils.data.Subset(dataset.at(res), range(rank, len(dataset), world_size))
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch, num_workers=workers)
-    prog = Progress(f"real images at {res}x{res}", len(dataset), verbose and rank == 0, world_size)
-    f = _gather(extract(loader, net, device=device, bf16=bf16, progress=prog)[0], device, world_size)
+    f, _ = extract(loader(dataset, res, range(rank, len(dataset), world_size), batch, workers), net, 0,
+                   device, bf16, verbose and rank == 0 and f"real images at {res}x{res}", len(dataset), world_size)
+    f = gather(f, device, world_size)
+    if rank != 0:
+        return {}
     mu, sigma = feature_stats(f)
-    if path and rank == 0:
+    if path:
         save_stats(path, mu, sigma, f if need_features else None)
         if verbose:
             print(f"cached real statistics in {path}", file=sys.stderr)
     return {"mu": mu, "sigma": sigma, "features": f.numpy()}
 
 
-def evaluate(G, dataset, metrics=("fid",), num=50000, res=None, alpha=1.0, psi=1.0, batch=32,
-             device="cpu", rank=0, world_size=1, inception=None, cache_dir=None, bf16=False,
-             seed=0, workers=2, verbose=True):
-    """Metrics of generator G against the whole `dataset` at resolution `res` (default G's).
+def parse_metrics(metrics):
+    metrics = set(metrics.split(",") if isinstance(metrics, str) else metrics) - {""}
+    if not metrics or not metrics <= {"fid", "kid", "swd"}:
+        raise ValueError(f"unknown metrics {sorted(metrics - {'fid', 'kid', 'swd'})}; choose from fid, kid, swd")
+    return metrics
 
-    Every rank generates its share of the `num` images; rank 0 gets the result as a dict
-    ({"fid": .., "kid": .., "swd": .., "swd<res>": .., ...}), other ranks get {}.
-    `inception`: a path, a loaded network, or None for the default weights.
+
+def evaluate(G, dataset, metrics=("fid",), num=50000, res=None, alpha=1.0, psi=1.0, batch=32, device="cpu",
+             rank=0, world_size=1, inception=None, cache_dir=None, bf16=False, seed=0, workers=2, verbose=True):
+    """Metrics of generator G against the whole `dataset` at resolution `res` (default: G's).
+
+    Every rank generates its share of the `num` images; rank 0 returns the result as a dict
+    ({"fid", "kid", "swd", "swd<res>"..., "num", "res", "seconds"}), the other ranks {}.
+    `inception`: a weights path, a loaded network, or None for the default weights. SWD uses
+    min(num, 16384) images (ProGAN) and is skipped below 8x8.
     """
-    metrics = set(metrics.split(",") if isinstance(metrics, str) else metrics)
-    if not metrics <= {"fid", "kid", "swd"}:
-        raise ValueError(f"unknown metrics {sorted(metrics - {'fid', 'kid', 'swd'})}; use fid, kid, swd")
-    res = res or G.cfg.resolution
-    if "swd" in metrics and res < 8:
-        metrics.discard("swd")  # 7x7 neighbourhoods need 8x8 images; skipped early in growing
-    t0, out = time.time(), {}
+    metrics, res, t0, out = parse_metrics(metrics), res or G.cfg.resolution, time.time(), {}
+    metrics -= {"swd"} if res < 8 else set()
     net = None
     if metrics & {"fid", "kid"}:
         net = inception if isinstance(inception, nn.Module) else load_inception(inception, device)
-        reals = real_stats(dataset, res, net, "kid" in metrics, cache_dir, batch, device, bf16,
-                           rank, world_size, workers, verbose)
-    swd_num = min(num, len(dataset), SWD_IMAGES)
-    if "swd" in metrics:  # a fixed random subset of the reals, shared out over ranks
+        reals = real_stats(dataset, res, net, "kid" in metrics, cache_dir, batch, device, bf16, rank, world_size,
+                           workers, verbose)
+    swd_num = min(num, len(dataset), SWD_IMAGES) if "swd" in metrics else 0
+    if swd_num:  # a fixed random subset of the reals, shared out over the ranks
         idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:swd_num]
-        subset = torch.utils.data.Subset(dataset.at(res), idx[rank::world_size].tolist())
-        loader = torch.utils.data.DataLoader(subset, batch_size=batch, num_workers=workers)
-        real_desc = extract(loader, None, swd_num, device, seed=seed + 1000 + rank)[1]
-        real_desc = [_gather(d, device, world_size) for d in real_desc]
+        real_desc = extract(loader(dataset, res, idx[rank::world_size].tolist(), batch, workers), None, swd_num,
+                            device, seed=seed + 1000 + rank)[1]
+        real_desc = {r: gather(d, device, world_size) for r, d in real_desc.items()}
 
-    n_mine = num // world_size + (rank < num % world_size)
-    k = swd_num // world_size + (rank < swd_num % world_size) if "swd" in metrics else 0
     g = torch.Generator().manual_seed(seed + rank)
-    prog = Progress(f"generated images at {res}x{res}", num if net else swd_num,
-                    verbose and rank == 0, world_size)
 
-    def generated(count):
+    def generated(count):  # runs inside extract(), so under no_grad and the optional bf16 autocast
         for i in range(0, count, batch):
             z = torch.randn(min(batch, count - i), G.cfg.z_dim, generator=g).to(device)
             yield generated_to_uint8(G(z, res=res, alpha=alpha, psi=psi, noise_mode="random"))
 
-    # extract() runs G inside its no_grad and (optional) bf16 autocast
-    feats, fake_desc = extract(generated(n_mine if net else k), net, k, device, bf16, prog, seed + rank)
-    fake_feats = _gather(feats, device, world_size) if net else None
-    fake_desc = [_gather(d, device, world_size) for d in fake_desc] if fake_desc else None
+    share = lambda n: n // world_size + (rank < n % world_size)
+    count = share(num) if net else share(swd_num)
+    feats, fake_desc = extract(generated(count), net, share(swd_num), device, bf16,
+                               verbose and rank == 0 and f"generated images at {res}x{res}",
+                               num if net else swd_num, world_size, seed + rank)
+    feats = gather(feats, device, world_size)
+    fake_desc = {r: gather(d, device, world_size) for r, d in fake_desc.items()} if fake_desc else None
     if rank != 0:
         return {}
     if "fid" in metrics:
-        out["fid"] = frechet_distance(*feature_stats(fake_feats), reals["mu"], reals["sigma"])
+        out["fid"] = frechet_distance(*feature_stats(feats), reals["mu"], reals["sigma"])
     if "kid" in metrics:
-        out["kid"] = kid(fake_feats, reals["features"])
-    if "swd" in metrics:
-        out.update(swd(fake_desc, real_desc, res))
-    out.update(num=num, res=res, seconds=round(time.time() - t0, 1))
-    return out
+        out["kid"] = kid(feats, reals["features"])
+    if swd_num:
+        out.update(swd(fake_desc, real_desc))
+    return {**out, "num": num, "res": res, "seconds": round(time.time() - t0, 1)}
 
 
 # -----------------------------------------------------------------------------
 # Command line: a checkpoint against a dataset, or two image folders / .npz statistics
 
 
-def list_images(folder):
+def folder_batches(folder, batch):
+    """uint8 [B, 3, H, W] batches of the RGB images under a folder; a batch ends where the size changes."""
+    from PIL import Image
     if not os.path.isdir(folder):
         raise ValueError(f"{folder} is neither an image folder nor a .npz statistics file")
     files = sorted(f for f in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
                    if f.lower().endswith(IMAGE_EXTS))
     if not files:
         raise ValueError(f"no images ({' '.join(IMAGE_EXTS)}) found in {folder}")
-    return files
-
-
-def folder_batches(files, batch):
-    """uint8 [B, 3, H, W] batches of RGB images; a batch ends early where the image size changes."""
-    from PIL import Image
     group = []
     for path in files:
         try:
@@ -595,46 +565,41 @@ def folder_batches(files, batch):
             yield torch.stack(group)
             group = []
         group.append(x)
-    if group:
-        yield torch.stack(group)
+    yield torch.stack(group)
 
 
-def path_inputs(path, net, metrics, batch, device, bf16, verbose):
-    """A folder or .npz -> (stats dict, SWD descriptors or None, image width or None)."""
+def path_inputs(path, net, metrics, args):
+    """A folder or .npz -> (dict with mu, sigma, features; SWD descriptors or None)."""
     if path.endswith(".npz"):
         stats = load_stats(path)
-        if "swd" in metrics:
-            raise ValueError(f"SWD needs images; {path} holds statistics only")
-        if "kid" in metrics and "features" not in stats:
-            raise ValueError(f"KID needs features; {path} holds only mu and sigma")
-        return stats, None, None
-    files = list_images(path)
-    swd_max = SWD_IMAGES if "swd" in metrics else 0
-    f, desc = extract(folder_batches(files, batch), net, swd_max, device, bf16,
-                      Progress(path, len(files), verbose))
-    stats = dict(zip(("mu", "sigma"), feature_stats(f))) if f is not None else {}
-    return {**stats, "features": f}, desc, next(folder_batches(files[:1], 1)).shape[-1]
+        if "swd" in metrics or ("kid" in metrics and "features" not in stats):
+            raise ValueError(f"{path} holds statistics only; KID needs features (--save-stats --metrics kid), "
+                             f"SWD images")
+        return stats, None
+    f, desc = extract(folder_batches(path, args.batch), net, SWD_IMAGES if "swd" in metrics else 0, args.device,
+                      args.bf16, not args.quiet and path)
+    return {**(dict(zip(("mu", "sigma"), feature_stats(f))) if f is not None else {}), "features": f}, desc
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="*", help="two image folders or .npz statistics files, as pytorch-fid")
-    p.add_argument("--ckpt", help="checkpoint to evaluate (its G_ema at the resolution it trains at)")
-    p.add_argument("--data", help="real dataset for --ckpt (whatever data.py opens)")
+    p.add_argument("--ckpt", help="train.py checkpoint: its G_ema at the resolution and alpha it reached")
+    p.add_argument("--data", help="the real dataset for --ckpt (any source data.py opens)")
     p.add_argument("--metrics", default="fid", help="comma-separated: fid, kid, swd")
-    p.add_argument("--num", type=int, default=50000, help="generated images (paper: fid50k)")
+    p.add_argument("--num", type=int, default=50000, help="generated images (the paper's fid50k)")
     p.add_argument("--inception", help="FID weights file (default: $STYLEGAN_INCEPTION or the torch hub cache)")
     p.add_argument("--batch", type=int, default=32, help="images per batch")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (fast; fp32 for published numbers)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the latents and SWD projections")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on GPU (faster; fp32 for published numbers)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latents, SWD patches and KID subsets")
     p.add_argument("--cache-dir", help="real statistics cache (default: $STYLEGAN_CACHE or ~/.cache/stylegan)")
-    p.add_argument("--save-stats", action="store_true", help="write the first folder's statistics to the second path (.npz)")
+    p.add_argument("--save-stats", action="store_true", help="write the first folder's statistics to the second path")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
-    metrics = [m for m in args.metrics.split(",") if m]
     try:
+        metrics = parse_metrics(args.metrics)
         if args.ckpt:
             if not args.data:
                 raise ValueError("--ckpt needs --data, the real images to compare against")
@@ -645,35 +610,28 @@ def main(argv=None):
             out = evaluate(G, ds, metrics, args.num, info["res"], info["alpha"], batch=args.batch,
                            device=args.device, inception=args.inception, cache_dir=args.cache_dir,
                            bf16=args.bf16, seed=args.seed, verbose=not args.quiet)
-            print(json.dumps({"ckpt": args.ckpt, "data": ds.name, **out}))
-            return out
-        if len(args.paths) != 2:
+            out = {"ckpt": args.ckpt, "data": ds.name, **out}
+        elif len(args.paths) != 2:
             raise ValueError("give --ckpt and --data, or exactly two folders / .npz files")
-        unknown = set(metrics) - {"fid", "kid", "swd"}
-        if unknown:
-            raise ValueError(f"unknown metrics {sorted(unknown)}; use fid, kid, swd")
-        wants_net = bool({"fid", "kid"} & set(metrics)) or args.save_stats
-        net = load_inception(args.inception, args.device) if wants_net else None
-        if args.save_stats:
-            stats = path_inputs(args.paths[0], net, ["fid"], args.batch, args.device, args.bf16, not args.quiet)[0]
+        elif args.save_stats:
+            net = load_inception(args.inception, args.device)
+            stats = path_inputs(args.paths[0], net, {"fid"}, args)[0]
             save_stats(args.paths[1], stats["mu"], stats["sigma"], stats["features"] if "kid" in metrics else None)
-            print(f"wrote statistics of {args.paths[0]} ({len(stats['features'])} images) to {args.paths[1]}")
-            return stats
-        (s1, d1, r1), (s2, d2, r2) = (path_inputs(q, net, metrics, args.batch, args.device, args.bf16,
-                                                  not args.quiet) for q in args.paths)
-        out = {}
-        if "fid" in metrics:
-            out["fid"] = frechet_distance(s1["mu"], s1["sigma"], s2["mu"], s2["sigma"])
-        if "kid" in metrics:
-            out["kid"] = kid(s1["features"], s2["features"], seed=args.seed)
-        if "swd" in metrics:
-            if r1 != r2:
-                raise ValueError(f"SWD needs both sets at one resolution, got {r1} and {r2}")
-            out.update(swd(d1, d2, r1))
-        print(json.dumps(out))
-        return out
+            out = {"saved": args.paths[1], "images": len(stats["features"])}
+        else:
+            net = load_inception(args.inception, args.device) if metrics & {"fid", "kid"} else None
+            (s1, d1), (s2, d2) = (path_inputs(q, net, metrics, args) for q in args.paths)
+            out = {}
+            if "fid" in metrics:
+                out["fid"] = frechet_distance(s1["mu"], s1["sigma"], s2["mu"], s2["sigma"])
+            if "kid" in metrics:
+                out["kid"] = kid(s1["features"], s2["features"], seed=args.seed)
+            if "swd" in metrics:
+                out.update(swd(d1, d2))
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"metrics.py: error: {e}")
+    print(json.dumps(out))
+    return out
 
 
 if __name__ == "__main__":

@@ -190,9 +190,9 @@ def test_laplacian_pyramid_collapses_back_and_matches_scipy_mirror_filter():
 def test_swd_descriptors_are_pyramid_patches():
     x = smooth_images(2, 64, 0)
     desc = metrics.swd_descriptors(x, torch.Generator().manual_seed(0))
-    assert metrics.swd_levels(64) == [64, 32, 16] and len(desc) == 3
+    assert metrics.swd_levels(64) == [64, 32, 16] and list(desc) == [64, 32, 16]
     pyr = metrics.laplacian_pyramid(x.float(), 3)
-    for level, d in zip(pyr, desc):
+    for level, d in zip(pyr, desc.values()):
         assert d.shape == (2 * metrics.SWD_NHOODS, 3, 7, 7) and d.dtype == torch.float16
         patches = level.unfold(2, 7, 1).unfold(3, 7, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 147)
         nearest = torch.cdist(d[:20].float().flatten(1), patches.half().float(), compute_mode="donot_use_mm_for_euclid_dist").min(dim=1)[0]
@@ -206,14 +206,16 @@ def test_swd_zero_for_same_set_small_for_same_distribution_large_for_different()
     noise = torch.randint(0, 256, (128, 3, 16, 16), dtype=torch.uint8, generator=g(0))
     noise2 = torch.randint(0, 256, (128, 3, 16, 16), dtype=torch.uint8, generator=g(1))
     blobs = smooth_images(128, 16, 2)
-    (d_noise,), (d_noise2,), (d_blobs,) = (metrics.swd_descriptors(x, g(5)) for x in (noise, noise2, blobs))
+    d_noise, d_noise2, d_blobs = (metrics.swd_descriptors(x, g(5))[16] for x in (noise, noise2, blobs))
     # 16384 descriptors a set: sampling noise of the same distribution measured at about 0.02
     same = metrics.sliced_wasserstein(d_noise, d_noise2, dir_repeats=1)
     diff = metrics.sliced_wasserstein(d_noise, d_blobs, dir_repeats=1)
     assert same < 0.03 and diff > 4 * same, (same, diff)
     small = [metrics.swd_descriptors(x, g(6)) for x in (noise[:16], blobs[:16])]
-    assert metrics.swd(small[0], small[0], 16) == {"swd16": 0.0, "swd": 0.0}
-    assert metrics.swd(small[0], small[1], 16) == metrics.swd(small[1], small[0], 16)  # same directions
+    assert metrics.swd(small[0], small[0]) == {"swd16": 0.0, "swd": 0.0}
+    assert metrics.swd(small[0], small[1]) == metrics.swd(small[1], small[0])  # same directions
+    with pytest.raises(ValueError, match="one resolution"):
+        metrics.swd(small[0], metrics.swd_descriptors(smooth_images(2, 32, 0)))
 
 
 # --- real statistics cache and evaluate() ------------------------------------------------------
@@ -290,6 +292,7 @@ def test_other_weights_file_is_used_with_one_line_warning(net, weights_file, cap
     assert torch.equal(loaded(x), net(x)) and loaded.tag.startswith("custom-")
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated but NVIDIA ships it
 def test_torchscript_weights_are_accepted(tmp_path, capsys):
     class Features(torch.nn.Module):  # NVIDIA's interface: forward(uint8 x, return_features=True)
         def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
