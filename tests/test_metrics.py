@@ -373,3 +373,21 @@ def test_cli_bad_input_is_a_clear_error(weights_file, tmp_path):
                         ([good, good, "--metrics", "fid,is"], "unknown metrics")):
         with pytest.raises(SystemExit, match=match):
             metrics.main([*args, "--inception", weights_file, "--quiet"])
+
+
+def test_ckpt_cli_with_the_project_generator_and_dataset(tmp_path, capsys):
+    # SWD needs no weights, so the whole --ckpt path runs offline: stylegan.load_generator picks the
+    # resolution and alpha the run reached, data.open_dataset the reals
+    stylegan, data = pytest.importorskip("stylegan"), pytest.importorskip("data")
+    import dataclasses
+    cfg = stylegan.StyleGANConfig(resolution=16, z_dim=32, w_dim=32, mapping_layers=2, mapping_fmaps=32,
+                                  fmap_base=64, fmap_max=32)
+    G = stylegan.Generator(cfg)
+    ckpt = str(tmp_path / "ckpt.pt")
+    torch.save({"config": dataclasses.asdict(cfg), "G_ema": G.state_dict(), "res": 8, "alpha": 0.5}, ckpt)
+    out = metrics.main(["--ckpt", ckpt, "--data", data.BUILTIN, "--metrics", "swd", "--num", "32",
+                        "--device", "cpu", "--quiet"])
+    assert out["res"] == 8 and out["num"] == 32 and set(out) >= {"swd8", "swd"} and out["swd"] > 0
+    assert '"swd8"' in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--ckpt needs --data"):
+        metrics.main(["--ckpt", ckpt])
