@@ -1,0 +1,561 @@
+"""Speed tables of this StyleGAN: the fused kernels, one training step per resolution, the data
+loader, and what they add up to over the official FFHQ 1024 schedule (25M images).
+
+    python bench.py --json bench.json        # the full tables on a GPU (a few minutes)
+    python bench.py --smoke                  # every part at tiny sizes, on a CPU in seconds
+    python bench.py --parts kernels,copy     # some parts only
+
+Parts, in the order they run:
+  copy        device copy bandwidth, y.copy_(x) of a large tensor: the ceiling of a memory-bound op.
+  matmul      a large matmul in the training dtype: a measured compute ceiling (MFU falls back to it).
+  kernels     kernels.noise_adain and kernels.bias_lrelu (Triton) against the eager PyTorch reference
+              and torch.compile of that reference, forward and forward+backward, at StyleGAN's shapes
+              per resolution (batch: the official 1-GPU table). Median ms; GB/s counted from the
+              MINIMUM bytes an op must move (noise_adain fwd: read x and noise, write y; its backward
+              adds read x, dy and noise, write dx; bias_lrelu: read x, write y; read dy, x, write dx);
+              and that rate as a percentage of the measured copy bandwidth.
+  train       train.train_step (the full official iteration: D step with R1, G step, EMA) per
+              resolution, alpha 1, random reals, with the official 1-GPU batch (recipe 1) and the
+              8-GPU recipe's per-GPU batch (recipe 8): img/s, sec/kimg, peak memory, FLOPs of one step
+              counted by torch.utils.flop_counter (convolutions and matmuls of every forward, backward
+              and R1 double backward) and model FLOPs utilisation against the device's peak.
+  loader      data.loader_speed beside each resolution (--data, default the built-in dataset).
+  projection  the official schedule (train.schedule: 8x8 start, 600 kimg phases, 25000 kimg) timed
+              with the measured per-resolution rates on 1 GPU and on 8 GPUs (linear scaling from the
+              recipe-8 rates unless --scaling measured it), next to the official 41 d 4 h (1 V100)
+              and 6 d 14 h (8 V100).
+  profile     where the time of one training step goes at --profile-res: the top ops and their share.
+
+Output: one table per part on stdout as it is measured, and everything as JSON with --json PATH.
+CUDA timings use triton.testing.do_bench (median, L2 flushed between calls); CPU timings a
+timer loop (median). TF32 is left as train.py leaves it (recorded in the JSON's meta).
+"""
+import argparse
+import copy
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+# Without a GPU the Triton kernels can only run through the interpreter, which triton reads when it
+# is first imported (torch.utils.flop_counter imports it too). Their CPU times mean nothing; the
+# column shows that the path works.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils.flop_counter import flop_registry  # noqa: E402
+
+import data  # noqa: E402
+import kernels  # noqa: E402
+import stylegan as sg  # noqa: E402
+import train  # noqa: E402
+
+PARTS = ("copy", "matmul", "kernels", "train", "loader", "projection", "profile")
+OFFICIAL = {1: 41 * 86400 + 4 * 3600, 8: 6 * 86400 + 14 * 3600}  # seconds, V100, NVlabs/stylegan README
+OFFICIAL_KIMG, OFFICIAL_PHASE_KIMG, OFFICIAL_START = 25000, 600, 8
+# Dense bf16/fp16 tensor-core peaks from NVIDIA's data sheets, TFLOP/s; first match of the name wins.
+PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("V100", 125.0),
+               ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0), ("RTX 4090", 165.0))
+# --smoke: the tiny network of the tests, two resolutions, CPU-sized everything.
+SMOKE_CFG = dict(resolution=16, z_dim=16, w_dim=16, mapping_fmaps=16, fmap_base=64, fmap_max=16)
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--smoke", action="store_true", help="every part at tiny sizes (a 16x16 network, batch <= 8) in seconds")
+    a("--json", default=None, help="also write every number to this JSON file")
+    a("--parts", default=",".join(PARTS), help=f"comma list of parts to run: {','.join(PARTS)}")
+    a("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    a("--kernel-res", default="4-1024", help="resolutions of the kernel table: 'lo-hi' (powers of two) or a list")
+    a("--train-res", default="8-1024", help="resolutions of the training table (the schedule's 8..1024)")
+    a("--recipes", default="1,8", help="batch recipes: 1 = official 1-GPU batch, 8 = the 8-GPU "
+      "recipe's per-GPU batch (total / 8)")
+    a("--dtype", choices=["bf16", "fp16", "fp32"], default=None, help="kernel table dtype of x "
+      "(default: bf16 on CUDA as under training autocast, fp32 on CPU)")
+    a("--amp", choices=["bf16", "fp16", "off"], default=None, help="training autocast (default: bf16 on "
+      "CUDA, off on CPU; train.py's auto)")
+    a("--impl", choices=["auto", "triton", "ref"], default=None, help="kernels inside the training step "
+      "(default: auto on CUDA, ref on CPU where Triton would only be interpreted)")
+    a("--compile", choices=["auto", "on", "off"], default="auto", help="the torch.compile column "
+      "(auto: on CUDA only; inductor takes ~30 s per shape on a CPU)")
+    a("--steps", type=int, default=20, help="timed training steps per row (after --warmup)")
+    a("--warmup", type=int, default=5, help="untimed training steps per row (cuDNN autotuning, allocator)")
+    a("--rep-ms", type=float, default=200, help="kernel timing budget per measurement in ms")
+    a("--copy-mb", type=float, default=1024, help="size of the copied tensor for the bandwidth ceiling")
+    a("--peak-tflops", type=float, default=None, help="device peak for MFU (default: the data sheet value "
+      "for known GPUs under bf16/fp16, else the measured matmul rate)")
+    a("--data", default="builtin", help="dataset for the loader column (as train.py --data)")
+    a("--loader-seconds", type=float, default=3.0, help="seconds of loading per resolution")
+    a("--workers", type=int, default=None, help="loader worker processes (default: data.py's)")
+    a("--profile-res", type=int, default=None, help="resolution of the step profile (default: the "
+      "highest training resolution)")
+    args = p.parse_args(argv)
+    args.parts = [s.strip() for s in args.parts.split(",") if s.strip()]
+    bad = [s for s in args.parts if s not in PARTS]
+    if bad:
+        raise SystemExit(f"--parts: unknown part(s) {bad}; choose from {','.join(PARTS)}")
+    if args.smoke:  # tiny sizes everywhere unless a flag says otherwise
+        given = {t[2:].split("=")[0] for t in (argv if argv is not None else sys.argv[1:]) if t.startswith("--")}
+        smoke = {"kernel_res": "4-8", "train_res": "8-16", "steps": 2, "warmup": 1, "rep_ms": 20,
+                 "copy_mb": 8, "loader_seconds": 0.3, "workers": 0, "device": "cpu"}
+        for k, v in smoke.items():
+            if k.replace("_", "-") not in given:
+                setattr(args, k, v)
+    args.kernel_res, args.train_res = parse_res(args.kernel_res, "--kernel-res"), parse_res(args.train_res, "--train-res")
+    try:
+        args.recipes = sorted({int(r) for r in args.recipes.split(",")})
+    except ValueError:
+        raise SystemExit(f"--recipes: expected a comma list of 1 and/or 8, got {args.recipes!r}") from None
+    if not set(args.recipes) <= {1, 8}:
+        raise SystemExit(f"--recipes: only 1 and 8 are official recipes, got {args.recipes}")
+    if args.steps < 1 or args.warmup < 0:
+        raise SystemExit("--steps must be >= 1 and --warmup >= 0")
+    return args
+
+
+def parse_res(text, flag):
+    try:
+        if "-" in text:
+            lo, hi = (int(t) for t in text.split("-"))
+            res = [2 ** s for s in range(int(math.log2(lo)), int(math.log2(hi)) + 1)]
+        else:
+            res = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"{flag}: expected 'lo-hi' or a comma list of resolutions, got {text!r}") from None
+    if not res or any(r < 4 or r > 1024 or r & (r - 1) for r in res):
+        raise SystemExit(f"{flag}: resolutions must be powers of two in 4..1024, got {text!r}")
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn, device, rep_ms):
+    """Median milliseconds of fn() after one untimed call (which also compiles)."""
+    fn()
+    sync(device)
+    if device.type == "cuda" and kernels.HAS_TRITON:
+        import triton.testing
+        return triton.testing.do_bench(fn, warmup=max(1, rep_ms // 4), rep=rep_ms, return_mode="median")
+    times, end = [], time.perf_counter() + rep_ms / 1000
+    while len(times) < 3 or (time.perf_counter() < end and len(times) < 1000):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+class Progress:
+    """One line per finished item with the elapsed time and an ETA for the part."""
+
+    def __init__(self, name, total):
+        self.name, self.total, self.done, self.t0 = name, total, 0, time.perf_counter()
+
+    def step(self):
+        self.done += 1
+        spent = time.perf_counter() - self.t0
+        eta = spent / self.done * (self.total - self.done)
+        return f"[{self.name} {self.done}/{self.total}, {spent:.0f} s, ETA {eta:.0f} s]"
+
+
+def gbs(nbytes, ms):
+    return nbytes / ms / 1e6
+
+
+# ----------------------------------------------------------------------------------------------
+# Ceilings: copy bandwidth and matmul throughput
+
+def bench_copy(device, mb, rep_ms):
+    x = torch.randn(int(mb * 2 ** 20) // 4, device=device)
+    y = torch.empty_like(x)
+    ms = time_ms(lambda: y.copy_(x), device, rep_ms)
+    nbytes = 2 * x.numel() * 4  # read x, write y
+    r = dict(bytes=nbytes, ms=ms, gb_s=gbs(nbytes, ms))
+    print(f"copy: {nbytes / 2**20:.0f} MiB moved in {ms:.3f} ms = {r['gb_s']:.1f} GB/s (the 100% of the kernel table)")
+    return r
+
+
+def bench_matmul(device, dtype, n, rep_ms):
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    ms = time_ms(lambda: a @ b, device, rep_ms)
+    r = dict(n=n, dtype=str(dtype).removeprefix("torch."), ms=ms, tflops=2 * n ** 3 / ms / 1e9)
+    print(f"matmul: {n}^3 {r['dtype']} in {ms:.3f} ms = {r['tflops']:.1f} TFLOP/s")
+    return r
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernel table
+
+def kernel_cases(cfg, res, dtype, device, smoke):
+    """The two fused ops at resolution res: (name, make_inputs, minimum bytes fwd, fwd+bwd).
+    Channels nf(log2(res) - 1) as in G's and D's blocks; batch from the official 1-GPU table."""
+    N = 2 if smoke else train.BATCH[1][res]
+    C = cfg.nf(int(math.log2(res)) - 1)
+    esize = torch.finfo(dtype).bits // 8
+    x_bytes, noise_bytes = N * C * res * res * esize, N * res * res * esize
+
+    def adain_inputs():
+        f32 = dict(device=device, dtype=torch.float32)
+        x = torch.randn(N, C, res, res, device=device, dtype=dtype, requires_grad=True)
+        noise = torch.randn(N, 1, res, res, device=device, dtype=dtype)
+        params = [torch.randn(C, **f32) * 0.1, torch.randn(C, **f32) * 0.1,  # noise_weight, bias
+                  torch.randn(N, C, **f32) + 1, torch.randn(N, C, **f32)]     # scale, shift (fp32 styles)
+        return [x, noise] + [p.requires_grad_(True) for p in params]
+
+    def lrelu_inputs():
+        x = torch.randn(N, C, res, res, device=device, dtype=dtype, requires_grad=True)
+        return [x, torch.zeros(C, device=device, dtype=torch.float32, requires_grad=True)]
+
+    return [("noise_adain", (N, C, res, res), adain_inputs, kernels.noise_adain, kernels.noise_adain_ref,
+             2 * x_bytes + noise_bytes, 5 * x_bytes + 2 * noise_bytes),
+            ("bias_lrelu", (N, C, res, res), lrelu_inputs, kernels.bias_lrelu, kernels.bias_lrelu_ref,
+             2 * x_bytes, 5 * x_bytes)]
+
+
+def measure_op(fn, inputs, backward, device, rep_ms):
+    """Median ms of fn(*inputs) (forward) or of forward + autograd.grad of every input that needs one."""
+    if not backward:
+        with torch.no_grad():
+            return time_ms(lambda: fn(*inputs), device, rep_ms)
+    wrt = [t for t in inputs if t.requires_grad]
+    y = fn(*inputs)
+    dy = torch.randn_like(y)
+    return time_ms(lambda: torch.autograd.grad(fn(*inputs), wrt, dy), device, rep_ms)
+
+
+def bench_kernels(args, cfg, device, dtype, copy_gbs):
+    use_compile = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
+    rows = []
+    cases = [c for res in args.kernel_res for c in kernel_cases(cfg, res, dtype, device, args.smoke)]
+    progress = Progress("kernels", 2 * len(cases))
+    print(f"\nkernels ({str(dtype).removeprefix('torch.')}, {device.type}"
+          f"{', Triton interpreted: its times are meaningless' if device.type == 'cpu' else ''})")
+    print(f"{'op':12s} {'shape':>20s} {'pass':>7s} | {'triton ms':>9s} {'GB/s':>7s} {'%copy':>5s} | "
+          f"{'eager ms':>9s} {'GB/s':>7s} {'%copy':>5s} | {'compile ms':>10s} {'GB/s':>7s} {'%copy':>5s}")
+    for name, shape, make_inputs, op, ref, bytes_fwd, bytes_fb in cases:
+        inputs = make_inputs()
+        if use_compile:
+            torch._dynamo.reset()  # a fresh static-shape compile per shape (no recompile limit)
+        impls = {"triton": lambda *t: op(*t, impl="triton"), "eager": ref,
+                 "compile": torch.compile(ref, dynamic=False) if use_compile else None}
+        for backward, nbytes in ((False, bytes_fwd), (True, bytes_fb)):
+            row = dict(op=name, res=shape[-1], shape=list(shape), dtype=str(dtype).removeprefix("torch."),
+                       pass_="fwd+bwd" if backward else "fwd", bytes=nbytes)
+            cols = []
+            for impl, fn in impls.items():
+                if fn is None:
+                    row[impl], row[f"{impl}_note"] = None, "skipped (--compile; inductor is slow on a CPU)"
+                else:
+                    try:
+                        ms = measure_op(fn, inputs, backward, device, args.rep_ms)
+                        row[impl] = dict(ms=ms, gb_s=gbs(nbytes, ms), pct_copy=100 * gbs(nbytes, ms) / copy_gbs)
+                    except Exception as e:  # no Triton, or inductor failed: say why, keep going
+                        row[impl], row[f"{impl}_note"] = None, f"{type(e).__name__}: {str(e)[:200]}"
+                m = row[impl]
+                cols.append(f"{m['ms']:9.4f} {m['gb_s']:7.1f} {m['pct_copy']:5.1f}" if m else f"{'n/a':>23s}")
+            row["pass"] = row.pop("pass_")
+            rows.append(row)
+            print(f"{name:12s} {'x'.join(map(str, shape)):>20s} {row['pass']:>7s} | {cols[0]} | {cols[1]} | "
+                  f"{cols[2]:>24s}  {progress.step()}")
+    notes = sorted({r[k] for r in rows for k in r if k.endswith("_note")})
+    for note in notes:
+        print(f"  n/a: {note}")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Training table
+
+def recipe_batch(recipe, res, smoke):
+    """Per-GPU batch: the official 1-GPU table, or the 8-GPU table's total split over 8 GPUs."""
+    if smoke:
+        return 8 if recipe == 1 else 4
+    return train.BATCH[1][res] if recipe == 1 else train.BATCH[8][res] // 8
+
+
+class FlopCounter(TorchDispatchMode):
+    """FLOPs of the convolutions and matmuls run inside it, forward and backward, with the formulas
+    of torch.utils.flop_counter. (Its FlopCounterMode also tracks modules through autograd hooks,
+    which fails on the no_grad generator forward inside train_step.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            self.flops += count(*args, **kwargs, out_val=out)
+        return out
+
+
+def make_nets(cfg, device):
+    torch.manual_seed(0)
+    G, D = sg.Generator(cfg).to(device), sg.Discriminator(cfg).to(device)
+    return G, D, copy.deepcopy(G).eval().requires_grad_(False)
+
+
+def peak_memory_gb(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 30, "torch.cuda.max_memory_allocated"
+    import resource  # CPU: the process's resident high-water mark (Linux reports KiB)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "process max RSS (whole run)"
+
+
+def bench_step(nets, targs, res, batch, steps, warmup, count_flops=True):
+    """Times train.train_step at (res, batch): returns img/s, sec/kimg, peak memory, FLOPs per step."""
+    G, D, G_ema = nets
+    device = targs.device
+    phase = train.Phase(res, 1.0, batch, train.LR.get(res, 0.001))
+    opt_G, opt_D = train.adam(G, phase.lr), train.adam(D, phase.lr)
+    scalers = train.make_scalers(targs)
+    reals = torch.rand(batch, G.cfg.num_channels, res, res, device=device) * 2 - 1
+
+    def step():
+        z = torch.randn(2, batch, G.cfg.z_dim, device=device)
+        train.train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z[0], z[1], phase, targs)
+
+    flops = None
+    for i in range(max(warmup, int(count_flops))):
+        if i == 0 and count_flops:  # the first untimed step also counts the FLOPs
+            with FlopCounter() as counter:
+                step()
+            flops = counter.flops
+        else:
+            step()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    sec = (time.perf_counter() - t0) / steps
+    mem, mem_kind = peak_memory_gb(device)
+    return dict(res=res, batch=batch, sec_per_step=sec, img_s=batch / sec, sec_per_kimg=1000 * sec / batch,
+                peak_mem_gb=mem, mem_kind=mem_kind, flops_per_step=flops)
+
+
+def bench_train(args, cfg, device, peak_tflops, loader_rates):
+    targs = train.get_args(["--data", "builtin", "--res", str(cfg.resolution)])
+    targs.device, targs.amp = device, args.amp
+    nets = make_nets(cfg, device)
+    rows = []
+    jobs = [(res, r) for res in args.train_res for r in args.recipes]
+    progress = Progress("train", len(jobs))
+    print(f"\ntraining step (train.train_step: D + R1, G, EMA) on 1 {device.type} device, amp {args.amp}, "
+          f"kernels {args.impl}; MFU against {peak_tflops['tflops']:.1f} TFLOP/s ({peak_tflops['source']})")
+    print(f"{'res':>5s} {'recipe':>6s} {'batch':>5s} | {'img/s':>8s} {'s/kimg':>8s} {'mem GB':>7s} | "
+          f"{'GFLOP/step':>10s} {'TFLOP/s':>8s} {'MFU %':>6s} | {'loader img/s':>12s}")
+    for res, recipe in jobs:
+        batch = recipe_batch(recipe, res, args.smoke)
+        row = bench_step(nets, targs, res, batch, args.steps, args.warmup)
+        tflops = row["flops_per_step"] / row["sec_per_step"] / 1e12
+        row.update(recipe=recipe, tflops=tflops, mfu=100 * tflops / peak_tflops["tflops"],
+                   loader_img_s=loader_rates.get(res))
+        rows.append(row)
+        loader = f"{row['loader_img_s']:12.1f}" if row["loader_img_s"] is not None else f"{'-':>12s}"
+        print(f"{res:5d} {recipe:6d} {batch:5d} | {row['img_s']:8.1f} {row['sec_per_kimg']:8.2f} "
+              f"{row['peak_mem_gb']:7.2f} | {row['flops_per_step'] / 1e9:10.2f} {tflops:8.3f} {row['mfu']:6.2f} | "
+              f"{loader}  {progress.step()}")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print(f"  memory: {rows[0]['mem_kind']}; FLOPs: torch.utils.flop_counter over one whole step "
+          f"(convs and matmuls of G and D forward, backward and the R1 double backward)")
+    return rows
+
+
+def bench_loader(args, res_list, batch_of):
+    try:
+        dataset = data.open_dataset(args.data)
+    except ValueError as e:
+        raise SystemExit(f"--data: {e}") from None
+    rates = {}
+    print(f"\nloader ({dataset.name}, {args.workers if args.workers is not None else data.default_workers()} "
+          f"workers)")
+    progress = Progress("loader", len(res_list))
+    for res in res_list:
+        rates[res] = data.loader_speed(dataset.at(res), batch_of(res), seconds=args.loader_seconds,
+                                       num_workers=args.workers)
+        print(f"{res:5d}: {rates[res]:9.1f} img/s at batch {batch_of(res)}  {progress.step()}")
+    return rates
+
+
+# ----------------------------------------------------------------------------------------------
+# Projection of the official schedule
+
+def schedule_kimg(final_res, start_res=OFFICIAL_START, phase_kimg=OFFICIAL_PHASE_KIMG, total_kimg=OFFICIAL_KIMG):
+    """{res: kimg trained at res (fade-ins count at the new resolution)} over the schedule."""
+    kimg = {}
+    for k in range(int(total_kimg)):  # the phases are whole kimg, so one lookup per kimg is exact
+        res = train.schedule(k * 1000, final_res, start_res, phase_kimg).res
+        kimg[res] = kimg.get(res, 0) + 1
+    return kimg
+
+
+def fmt_days(s):
+    return f"{int(s // 86400)} d {int(s % 86400 // 3600)} h" if s >= 86400 else f"{s / 3600:.1f} h"
+
+
+def project(train_rows, final_res, scaling):
+    """Time of the official schedule from the measured sec/kimg: 1 GPU with the 1-GPU batch, 8 GPUs
+    with the 8-GPU recipe's per-GPU rate times 8 times the scaling efficiency."""
+    kimg = schedule_kimg(final_res)
+    rate = {(r["res"], r["recipe"]): r["img_s"] for r in train_rows}
+    out = dict(final_res=final_res, total_kimg=OFFICIAL_KIMG, kimg_per_res=kimg, scaling_efficiency=scaling)
+    print(f"\nprojection: the official schedule to {final_res}x{final_res} ({OFFICIAL_KIMG} kimg, "
+          f"{OFFICIAL_PHASE_KIMG} kimg phases from {OFFICIAL_START}x{OFFICIAL_START})")
+    for gpus, recipe in ((1, 1), (8, 8)):
+        missing = [r for r in kimg if (r, recipe) not in rate]
+        if missing:
+            out[f"gpus_{gpus}"] = None
+            out[f"gpus_{gpus}_note"] = f"no recipe-{recipe} rate measured at {missing}"
+            print(f"  {gpus} GPU(s): not projected, {out[f'gpus_{gpus}_note']}")
+            continue
+        eff = 1.0 if gpus == 1 else scaling
+        per_res = {r: k * 1000 / (rate[(r, recipe)] * gpus * eff) for r, k in kimg.items()}
+        total = sum(per_res.values())
+        out[f"gpus_{gpus}"] = dict(seconds=total, sec_per_kimg=total / OFFICIAL_KIMG, seconds_per_res=per_res,
+                                   official_seconds=OFFICIAL[gpus], speedup=OFFICIAL[gpus] / total)
+        parts = ", ".join(f"{r}: {s / 3600:.1f} h" for r, s in sorted(per_res.items()))
+        print(f"  {gpus} GPU(s): {fmt_days(total)} ({total / OFFICIAL_KIMG:.2f} s/kimg on average) vs official "
+              f"{fmt_days(OFFICIAL[gpus])} on {gpus} V100 ({OFFICIAL[gpus] / OFFICIAL_KIMG:.1f} s/kimg): "
+              f"{OFFICIAL[gpus] / total:.2f}x  [{parts}]")
+    if scaling == 1.0:
+        print("  8 GPUs assume linear scaling of the measured per-GPU rate (not measured here)")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Profile of one step
+
+def bench_profile(args, cfg, device, res):
+    from torch.profiler import ProfilerActivity, profile
+    targs = train.get_args(["--data", "builtin", "--res", str(cfg.resolution)])
+    targs.device, targs.amp = device, args.amp
+    nets = make_nets(cfg, device)
+    batch = recipe_batch(8 if 8 in args.recipes else 1, res, args.smoke)
+    bench_step(nets, targs, res, batch, steps=1, warmup=max(1, args.warmup), count_flops=False)  # warm
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        bench_step(nets, targs, res, batch, steps=2, warmup=0, count_flops=False)
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    total = sum(getattr(e, attr) for e in events)
+    events.sort(key=lambda e: -getattr(e, attr))
+    top = [dict(op=e.key, ms_per_step=getattr(e, attr) / 2e3, share=100 * getattr(e, attr) / total)
+           for e in events[:15]]
+    print(f"\nprofile: 1 training step at {res}x{res}, batch {batch}, {device.type} time "
+          f"({total / 2e3:.1f} ms per step in all)")
+    for t in top:
+        print(f"  {t['share']:5.1f}%  {t['ms_per_step']:9.3f} ms  {t['op'][:90]}")
+    return dict(res=res, batch=batch, clock=attr, ms_per_step=total / 2e3, top=top)
+
+
+# ----------------------------------------------------------------------------------------------
+
+def device_meta(device, args):
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                     if line.startswith("model name")), platform.processor()) if os.path.exists("/proc/cpuinfo") \
+            else platform.processor()
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return dict(device=name, device_type=device.type, date=datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds"), torch=torch.__version__, triton=triton_version, cuda=torch.version.cuda,
+        threads=torch.get_num_threads(), tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+        tf32_cudnn=torch.backends.cudnn.allow_tf32, cudnn_benchmark=torch.backends.cudnn.benchmark,
+        smoke=args.smoke, amp=args.amp, impl=args.impl, argv=sys.argv[1:])
+
+
+def pick_peak(args, device, matmul):
+    if args.peak_tflops:
+        return dict(tflops=args.peak_tflops, source="--peak-tflops")
+    if device.type == "cuda" and args.amp in ("bf16", "fp16"):
+        name = torch.cuda.get_device_name(device)
+        for key, tflops in PEAK_TFLOPS:
+            if key in name:
+                return dict(tflops=tflops, source=f"{key} data sheet, dense {args.amp}")
+    if matmul is None:
+        raise SystemExit("MFU needs a peak: run the matmul part or give --peak-tflops")
+    return dict(tflops=matmul["tflops"], source=f"measured {matmul['n']}^3 {matmul['dtype']} matmul")
+
+
+def main(argv=None):
+    args = get_args(argv)
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise SystemExit(f"--device {args.device}: no CUDA device here; use --device cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    args.amp = args.amp or ("bf16" if device.type == "cuda" else "off")
+    args.impl = args.impl or ("auto" if device.type == "cuda" else "ref")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
+        args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    cfg = sg.StyleGANConfig(**SMOKE_CFG) if args.smoke else sg.StyleGANConfig(resolution=max(args.train_res))
+    result = dict(meta=device_meta(device, args))
+    print(f"bench: {result['meta']['device']} ({device}), torch {torch.__version__}, {result['meta']['date']}"
+          f"{', SMOKE sizes' if args.smoke else ''}")
+
+    impl, kernels.IMPL = kernels.IMPL, args.impl  # the training step's kernels; restored at the end
+    try:
+        if "copy" in args.parts or "kernels" in args.parts:
+            result["copy"] = bench_copy(device, args.copy_mb, args.rep_ms)
+        if "matmul" in args.parts or "train" in args.parts:
+            mm_dtype = torch.float32 if args.amp == "off" else dtype if args.dtype else \
+                {"bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+            result["matmul"] = bench_matmul(device, mm_dtype, 256 if args.smoke else
+                                            8192 if device.type == "cuda" else 2048, args.rep_ms)
+        if "kernels" in args.parts:
+            result["kernels"] = bench_kernels(args, cfg, device, dtype, result["copy"]["gb_s"])
+        rates = {}
+        if "loader" in args.parts:
+            rates = bench_loader(args, args.train_res, lambda r: recipe_batch(1, r, args.smoke))
+            result["loader"] = [dict(res=r, batch=recipe_batch(1, r, args.smoke), img_s=v) for r, v in rates.items()]
+        if "train" in args.parts:
+            peak = pick_peak(args, device, result.get("matmul"))
+            result["peak"] = peak
+            result["train"] = bench_train(args, cfg, device, peak, rates)
+            if "projection" in args.parts:
+                result["projection"] = project(result["train"], cfg.resolution, scaling=1.0)
+        if "profile" in args.parts:
+            res = args.profile_res or max(args.train_res)
+            if res not in args.train_res and not (8 <= res <= cfg.resolution):
+                raise SystemExit(f"--profile-res {res}: needs a resolution in 8..{cfg.resolution}")
+            result["profile"] = bench_profile(args, cfg, device, res)
+    finally:
+        kernels.IMPL = impl
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"\nwrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
