@@ -3,21 +3,22 @@
 FID (Heusel et al. 2017) is the Frechet distance between Gaussians fitted to the 2048-d pool3
 features of Inception-v3, the 2015-12-05 TensorFlow graph as ported to PyTorch by pytorch-fid:
     FID = ||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))
-StyleGAN reports fid50k: 50,000 images from G_ema without truncation against the whole real set.
+StyleGAN reports fid50k: 50,000 images of G_ema without truncation against the whole real set.
 KID (Binkowski et al. 2018) is the unbiased MMD^2 of the same features under the kernel
-k(x, y) = (x.y / d + 1)^3, averaged over subsets as in StyleGAN2-ADA. SWD (ProGAN, Karras et al.
+k(x, y) = (x.y / d + 1)^3, averaged over subsets as StyleGAN2-ADA does. SWD (ProGAN, Karras et al.
 2018, appendix D) is the sliced Wasserstein distance between 7x7 patches of Laplacian pyramid
 levels; it needs no weights, so it runs anywhere.
 
-    python metrics.py --ckpt runs/ffhq/ckpt.pt --data ffhq.zip --metrics fid,kid,swd
-    python metrics.py real_dir fake_dir              # like pytorch-fid (folders or .npz stats)
+    python metrics.py --ckpt runs/00000-ffhq-1024/ckpt.pt --data data/ffhq --metrics fid,kid,swd
+    python metrics.py real_dir fake_dir              # like pytorch-fid: folders or .npz statistics
     python metrics.py --save-stats real_dir real.npz  # statistics in pytorch-fid's .npz format
 
 Inception weights: --inception PATH or STYLEGAN_INCEPTION=PATH, either pytorch-fid's
-pt_inception-2015-12-05-6726825d.pth or NVIDIA's TorchScript inception-2015-12-05.pt; with neither
+pt_inception-2015-12-05-6726825d.pth or NVIDIA's TorchScript inception-2015-12-05.pt; with neither,
 the pytorch-fid file is downloaded once into the torch hub cache.
 """
 import argparse
+import contextlib
 import glob
 import hashlib
 import json
@@ -34,11 +35,12 @@ import torch.nn.functional as F
 
 PT_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
 PT_FID_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + PT_FID_FILE
-PT_FID_SHA256_PREFIX = "6726825d"  # torch.hub convention: the file name carries the sha256 prefix
+PT_FID_SHA256_PREFIX = "6726825d"  # torch.hub's convention: the file name carries its sha256 prefix
 NV_FILE = "inception-2015-12-05.pt"
 NV_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/" + NV_FILE
 NV_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
+METRICS = ("fid", "kid", "swd")
 
 # -----------------------------------------------------------------------------
 # Inception-v3, FID variant. Module names follow torchvision's Inception3 so the pytorch-fid state
@@ -56,13 +58,12 @@ class BasicConv2d(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
-def tf_avg_pool(x):
-    # TF's 'SAME' average pool divides by the number of real pixels, not by 9 (count_include_pad)
+def tf_avg_pool(x):  # TF's 'SAME' average pool divides by the real pixels, not by 9
     return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
 
 class Mixed(nn.Module):
-    def chain(self, branch, x):  # run the convs branch_1, branch_2, ... of one branch in order
+    def chain(self, branch, x):  # the convs branch_1, branch_2, ... of one branch, in order
         i = 1
         while hasattr(self, f"{branch}_{i}"):
             x, i = getattr(self, f"{branch}_{i}")(x), i + 1
@@ -123,7 +124,8 @@ class InceptionD(Mixed):  # grid reduction 17 -> 8
         self.branch7x7x3_4 = BasicConv2d(192, 192, 3, stride=2)
 
     def forward(self, x):
-        return torch.cat([self.chain("branch3x3", x), self.chain("branch7x7x3", x), F.max_pool2d(x, 3, stride=2)], 1)
+        return torch.cat([self.chain("branch3x3", x), self.chain("branch7x7x3", x),
+                          F.max_pool2d(x, 3, stride=2)], 1)
 
 
 class InceptionE(Mixed):  # expanded filter bank; pool="max" in the TF graph's last block
@@ -136,11 +138,12 @@ class InceptionE(Mixed):  # expanded filter bank; pool="max" in the TF graph's l
         self.branch3x3_2a, self.branch3x3_2b = BasicConv2d(384, 384, **row), BasicConv2d(384, 384, **col)
         self.branch3x3dbl_1 = BasicConv2d(cin, 448, 1)
         self.branch3x3dbl_2 = BasicConv2d(448, 384, 3, padding=1)
-        self.branch3x3dbl_3a, self.branch3x3dbl_3b = BasicConv2d(384, 384, **row), BasicConv2d(384, 384, **col)
+        self.branch3x3dbl_3a = BasicConv2d(384, 384, **row)
+        self.branch3x3dbl_3b = BasicConv2d(384, 384, **col)
         self.branch_pool = BasicConv2d(cin, 192, 1)
 
     def forward(self, x):
-        b3, bd = self.chain("branch3x3", x), self.chain("branch3x3dbl", x)  # then split in two
+        b3, bd = self.chain("branch3x3", x), self.chain("branch3x3dbl", x)  # each then splits in two
         p = F.max_pool2d(x, 3, stride=1, padding=1) if self.pool == "max" else tf_avg_pool(x)
         return torch.cat([self.branch1x1(x), self.branch3x3_2a(b3), self.branch3x3_2b(b3),
                           self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd), self.branch_pool(p)], 1)
@@ -150,8 +153,8 @@ def fid_preprocess(x):
     """uint8 [N, 3, H, W] -> float [N, 3, 299, 299] in [-1, 1], exactly as pytorch-fid does."""
     if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"FID expects uint8 images [N, 3, H, W], got {x.dtype} {list(x.shape)}")
-    x = x.expand(-1, 3, -1, -1).float() / 255
-    x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    x = F.interpolate(x.expand(-1, 3, -1, -1).float() / 255, size=(299, 299), mode="bilinear",
+                      align_corners=False)
     return 2 * x - 1
 
 
@@ -160,26 +163,25 @@ class FIDInceptionV3(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.tag = None  # names the weights in the stats cache; None: never cached
+        self.tag = None  # names the weights in the statistics cache; None: never cached
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
         self.Conv2d_3b_1x1 = BasicConv2d(64, 80, 1)
         self.Conv2d_4a_3x3 = BasicConv2d(80, 192, 3)
-        self.Mixed_5b, self.Mixed_5c, self.Mixed_5d = InceptionA(192, 32), InceptionA(256, 64), InceptionA(288, 64)
-        self.Mixed_6a = InceptionB(288)
+        self.Mixed_5b, self.Mixed_5c = InceptionA(192, 32), InceptionA(256, 64)
+        self.Mixed_5d, self.Mixed_6a = InceptionA(288, 64), InceptionB(288)
         self.Mixed_6b, self.Mixed_6c = InceptionC(768, 128), InceptionC(768, 160)
         self.Mixed_6d, self.Mixed_6e = InceptionC(768, 160), InceptionC(768, 192)
         self.Mixed_7a = InceptionD(768)
         self.Mixed_7b, self.Mixed_7c = InceptionE(1280, "avg"), InceptionE(2048, "max")
-        self.fc = nn.Linear(2048, 1008)  # unused for FID; kept so the checkpoint loads strictly
+        self.fc = nn.Linear(2048, 1008)  # unused for FID; kept so the weights file loads strictly
         for m in self.modules():  # He init keeps random-weight features O(1) through 40+ layers
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
 
     def forward(self, x):  # [N, 3, H, W] uint8
-        x = fid_preprocess(x)
-        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(fid_preprocess(x))))
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(F.max_pool2d(x, 3, stride=2)))
         x = F.max_pool2d(x, 3, stride=2)
         for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
@@ -206,39 +208,43 @@ def load_strict(net, state, source):
     missing, unexpected = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
     shapes = [f"{k} {got[k]} != {want[k]}" for k in sorted(want.keys() & got.keys()) if got[k] != want[k]]
     if missing or unexpected or shapes:
-        raise ValueError(f"{source} is not the FID Inception-v3: {len(missing)} missing tensors {missing[:3]}, "
-                         f"{len(unexpected)} unexpected {unexpected[:3]}, {len(shapes)} wrong shapes {shapes[:3]}")
+        raise ValueError(f"{source} is not the FID Inception-v3: {len(missing)} missing tensors "
+                         f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
+                         f"{len(shapes)} wrong shapes {shapes[:3]}")
     net.load_state_dict(state, strict=True)
     return net
 
 
 def load_inception(path=None, device="cpu"):
-    """The FID network with real weights: from path, $STYLEGAN_INCEPTION, or the torch hub cache."""
+    """The FID network from a weights file: `path`, else $STYLEGAN_INCEPTION, else pytorch-fid's
+    file in the torch hub cache, downloaded there the first time."""
     path = path or os.environ.get("STYLEGAN_INCEPTION")
     if path is None:
-        try:  # check_hash: torch.hub compares the file's sha256 with the prefix in its name
-            state = torch.hub.load_state_dict_from_url(PT_FID_URL, map_location="cpu", check_hash=True)
-        except Exception as e:
-            raise FileNotFoundError(
-                f"FID needs the Inception weights and none could be found or downloaded ({e}). On a machine "
-                f"with internet, download {PT_FID_URL} (or NVIDIA's {NV_URL}), then pass --inception PATH, "
-                f"set STYLEGAN_INCEPTION=PATH, or copy it into {torch.hub.get_dir()}/checkpoints/") from e
-        net = load_strict(FIDInceptionV3(), state, PT_FID_FILE)
-        net.tag = "pt_inception"
-        return net.eval().requires_grad_(False).to(device)
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", PT_FID_FILE)
+        if not os.path.isfile(path):
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                torch.hub.download_url_to_file(PT_FID_URL, path, hash_prefix=PT_FID_SHA256_PREFIX)
+            except Exception as e:
+                raise FileNotFoundError(
+                    f"FID needs the Inception weights and none could be found or downloaded ({e}). On a "
+                    f"machine with internet, download {PT_FID_URL} (or NVIDIA's {NV_URL}), then pass "
+                    f"--inception PATH, set STYLEGAN_INCEPTION=PATH, or copy it to {path}") from e
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Inception weights file not found: {path}")
     name, digest = os.path.basename(path), hashlib.sha256(open(path, "rb").read()).hexdigest()
-    if (name == PT_FID_FILE and not digest.startswith(PT_FID_SHA256_PREFIX)) or (name == NV_FILE and digest != NV_SHA256):
-        raise ValueError(f"{path}: sha256 {digest} is not that of the standard {name}; the file is corrupt "
-                         f"or holds other weights")
+    if (name == PT_FID_FILE and not digest.startswith(PT_FID_SHA256_PREFIX)
+            or name == NV_FILE and digest != NV_SHA256):
+        raise ValueError(f"{path}: sha256 {digest} is not that of the standard {name}; the file is "
+                         f"corrupt or holds other weights")
     tag = {PT_FID_FILE: "pt_inception", NV_FILE: "nv_inception"}.get(name, "custom-" + digest[:8])
     if tag.startswith("custom"):
-        print(f"warning: {name} is not a standard FID Inception file; its FID is comparable with published "
-              f"numbers only if it holds the standard weights", file=sys.stderr)
+        print(f"warning: {name} is not a standard FID Inception file; its FID is comparable with "
+              f"published numbers only if it holds the standard weights", file=sys.stderr)
     try:  # a TorchScript archive holds compiled code (constants.pkl), a state dict only tensors
-        scripted = zipfile.is_zipfile(path) and "constants.pkl" in str(zipfile.ZipFile(path).namelist())
+        with open(path, "rb") as f:
+            scripted = zipfile.is_zipfile(f) and "constants.pkl" in str(zipfile.ZipFile(f).namelist())
         if scripted:
             net = TorchScriptInception(torch.jit.load(path, map_location="cpu"))
         else:
@@ -261,7 +267,7 @@ def generated_to_uint8(x):
 
 
 def feature_stats(features):
-    """[N, D] features -> (mu [D], sigma [D, D]) in float64, unbiased covariance like np.cov."""
+    """[N, D] features -> (mu [D], sigma [D, D]) in float64, the unbiased covariance of np.cov."""
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 2 or len(f) < 2:
         raise ValueError(f"statistics need at least 2 feature vectors, got shape {f.shape}")
@@ -269,8 +275,8 @@ def feature_stats(features):
 
 
 def psd_factor(s, tol):
-    """F [D, r] with F F^T = s, by Cholesky with full pivoting that stops once every remaining
-    diagonal entry of the Schur complement is below tol (the numerical rank r: cost O(D^2 r))."""
+    """F [D, r] with F F^T = s: Cholesky with full pivoting, stopped once every diagonal entry of
+    the remaining Schur complement is below tol, so r is the numerical rank (cost O(D^2 r))."""
     f, diag = np.zeros_like(s), np.diag(s).copy()
     for r in range(len(s)):
         p = int(np.argmax(diag))
@@ -284,10 +290,10 @@ def psd_factor(s, tol):
 def frechet_distance(mu1, sigma1, mu2, sigma2):
     """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) in float64, without scipy.
 
-    With any factor S1 = F F^T, S1 S2 has the nonzero eigenvalues of the symmetric PSD matrix
-    F^T S2 F, so tr (S1 S2)^(1/2) is the sum of their square roots. F is LAPACK's Cholesky factor
-    for a positive definite covariance (50k samples), else a rank-revealing pivoted Cholesky: square
-    roots of rounding noise in the null space of a few-sample covariance would add up to an error.
+    For any factor S1 = F F^T, S1 S2 has the nonzero eigenvalues of the symmetric PSD F^T S2 F, so
+    tr (S1 S2)^(1/2) is the sum of their square roots. F is LAPACK's Cholesky factor when S1 is
+    positive definite (50k samples), else a rank-revealing pivoted Cholesky: square roots of the
+    rounding noise in a few-sample covariance's null space would otherwise add up to an error.
     """
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
@@ -315,44 +321,43 @@ def kid(feats1, feats2, num_subsets=100, max_subset_size=1000, seed=0):
         y = y_all[rng.choice(len(y_all), m, replace=False)]
         a = (x @ x.T / d + 1) ** 3 + (y @ y.T / d + 1) ** 3
         b = (x @ y.T / d + 1) ** 3
-        t += (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
+        t += (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m  # diagonals excluded: unbiased
     return float(t / num_subsets / m)
 
 
-# SWD, as ProGAN's metric: Laplacian pyramid from the image resolution down to 16x16, 128 random
-# 7x7 neighbourhoods per image and level, each descriptor set normalised per channel, then the
-# sliced Wasserstein distance over 4 x 128 random directions. Reported x 1e3 like ProGAN's tables.
+# SWD as ProGAN measures it: a Laplacian pyramid from the image resolution down to 16x16, 128 random
+# 7x7 neighbourhoods per image and level, each descriptor set normalised per channel, then the sliced
+# Wasserstein distance over 4 x 128 random directions, reported x 1e3 like ProGAN's tables.
 SWD_IMAGES, SWD_NHOODS, SWD_NHOOD_SIZE = 16384, 128, 7
 
 
-def _binomial5(x, gain):  # [1 4 6 4 1]^2 / 256 blur, mirror borders like scipy.ndimage 'mirror'
+def binomial5(x, gain):  # [1 4 6 4 1]^2 / 256 blur with mirrored borders (scipy.ndimage 'mirror')
     k = torch.tensor([1.0, 4, 6, 4, 1], device=x.device)
     k = (torch.outer(k, k) * gain / 256).expand(x.shape[1], 1, 5, 5)
     return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), k, groups=x.shape[1])
 
 
 def laplacian_pyramid(x, levels):
-    """[N, C, H, W] float -> `levels` band-pass images, finest first, coarsest a Gaussian level."""
+    """[N, C, H, W] float -> `levels` band-pass images, finest first; the coarsest is Gaussian."""
     pyr = [x]
     for _ in range(levels - 1):
-        pyr.append(_binomial5(pyr[-1], 1)[:, :, ::2, ::2])
+        pyr.append(binomial5(pyr[-1], 1)[:, :, ::2, ::2])
         up = torch.zeros_like(pyr[-2])
         up[:, :, ::2, ::2] = pyr[-1]
-        pyr[-2] = pyr[-2] - _binomial5(up, 4)
+        pyr[-2] = pyr[-2] - binomial5(up, 4)
     return pyr
 
 
 def swd_levels(res):
     if res < SWD_NHOOD_SIZE + 1:
         raise ValueError(f"SWD needs images of at least 8x8, got {res}x{res}")
-    levels = [r for r in (res >> i for i in range(12)) if r >= 16]
-    return levels or [res]
+    return [r for r in (res >> i for i in range(12)) if r >= 16] or [res]
 
 
 def swd_descriptors(images, generator=None):
     """uint8 [N, 3, H, W] -> {level resolution: [N * 128, 3, 7, 7] float16 neighbourhoods}. float16
-    halves the memory of 16k images x 128 patches x 147 values per level; its rounding is far below
-    the metric's sampling noise."""
+    halves the memory of 16k images x 128 patches x 147 values a level; its rounding is far below the
+    metric's sampling noise."""
     out, h, levels = {}, SWD_NHOOD_SIZE // 2, swd_levels(images.shape[-1])
     for r, level in zip(levels, laplacian_pyramid(images.float(), len(levels))):
         N, C, H, W = level.shape
@@ -366,15 +371,11 @@ def swd_descriptors(images, generator=None):
 def sliced_wasserstein(a, b, dir_repeats=4, dirs_per_repeat=128, seed=0):
     """Mean over random unit directions of the 1-D Wasserstein distance of the projected sets."""
     g = torch.Generator().manual_seed(seed)
-    n = min(len(a), len(b))  # equal-size sets pair sorted projections one to one
+    n = min(len(a), len(b))  # equal-size sets pair the sorted projections one to one
     a, b = (s[torch.randperm(len(s), generator=g)[:n]] if len(s) > n else s for s in (a, b))
-
-    def normalise(d):
-        d = d.float()
-        d = (d - d.mean(dim=(0, 2, 3), keepdim=True)) / d.std(dim=(0, 2, 3), keepdim=True)
-        return d.flatten(1)
-
-    a, b, dists = normalise(a), normalise(b), []
+    a, b = ((s - s.mean(dim=(0, 2, 3), keepdim=True)) / s.std(dim=(0, 2, 3), keepdim=True)
+            for s in (a.float(), b.float()))
+    a, b, dists = a.flatten(1), b.flatten(1), []
     for _ in range(dir_repeats):
         dirs = torch.randn(a.shape[1], dirs_per_repeat, generator=g).to(a.device)
         dirs = dirs / dirs.norm(dim=0, keepdim=True)
@@ -386,10 +387,10 @@ def sliced_wasserstein(a, b, dir_repeats=4, dirs_per_repeat=128, seed=0):
 def swd(desc1, desc2):
     """Per-level SWD x 1e3 as {"swd<res>": ...} plus their mean as "swd"."""
     if desc1.keys() != desc2.keys():
-        raise ValueError(f"SWD needs both image sets at one resolution, got levels {list(desc1)} and {list(desc2)}")
+        raise ValueError(f"SWD needs both image sets at one resolution, got levels {list(desc1)} "
+                         f"and {list(desc2)}")
     out = {f"swd{r}": 1e3 * sliced_wasserstein(desc1[r], desc2[r]) for r in desc1}
-    out["swd"] = sum(out.values()) / len(out)
-    return out
+    return {**out, "swd": sum(out.values()) / len(out)}
 
 
 # -----------------------------------------------------------------------------
@@ -398,32 +399,42 @@ def swd(desc1, desc2):
 
 def progress(what, done, total, t0):
     """One self-overwriting line on stderr with the rate and the ETA."""
-    dt = time.time() - t0
-    eta = int(dt / max(done, 1) * (total - done))
-    print(f"\r{what}: {done}/{total} images, {done / max(dt, 1e-9):.1f} img/s, ETA {eta // 60}:{eta % 60:02d}",
-          end="\n" if done >= total else "", file=sys.stderr, flush=True)
+    dt, eta = time.time() - t0, int((time.time() - t0) / max(done, 1) * (total - done))
+    print(f"\r{what}: {done}/{total} images, {done / max(dt, 1e-9):.1f} img/s, "
+          f"ETA {eta // 60}:{eta % 60:02d}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def true_fp32():
+    """No TF32 inside: PyTorch lets cuDNN convolutions use it by default, the TF reference did not."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def extract(batches, net=None, swd_max=0, device="cpu", bf16=False, what=None, total=0, scale=1, seed=0):
     """uint8 [B, 3, H, W] batches -> (Inception features [N, 2048] or None, SWD descriptors of the
-    first swd_max images or None). Progress is printed if `what` is given; `scale` counts the other
+    first swd_max images or None). A progress line if `what` is given; `scale` counts the other
     ranks, which process equal shares at the same pace."""
     feats, descs, g, done, t0 = [], [], torch.Generator().manual_seed(seed), 0, time.time()
     with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
         for x in batches:
             x = x.to(device)
             if net is not None:
-                feats.append(net(x).float().cpu())
-            take = min(len(x), swd_max - sum(len(next(iter(d.values()))) for d in descs) // SWD_NHOODS)
-            if take > 0:
-                descs.append(swd_descriptors(x[:take], g))
+                with contextlib.nullcontext() if bf16 else true_fp32():
+                    feats.append(net(x).float().cpu())
+            if done < swd_max:
+                descs.append(swd_descriptors(x[: swd_max - done], g))
             done += len(x)
             if what:
                 progress(what, min(done * scale, total), total, t0)
     if len({tuple(d) for d in descs}) > 1:
         raise ValueError("SWD needs all images of a set at one size")
-    return (torch.cat(feats) if feats else None), ({r: torch.cat([d[r] for d in descs]) for r in descs[0]}
-                                                   if descs else None)
+    descs = {r: torch.cat([d[r] for d in descs]) for r in descs[0]} if descs else None
+    return (torch.cat(feats) if feats else None), descs
 
 
 def gather(t, device, world_size):
@@ -434,7 +445,7 @@ def gather(t, device, world_size):
     x = t.to(device)
     ns = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world_size)]
     dist.all_gather(ns, torch.tensor([len(x)], device=device))
-    x = torch.cat([x, x.new_zeros((int(max(ns)) - len(x), *x.shape[1:]))])  # all_gather wants equal shapes
+    x = torch.cat([x, x.new_zeros((int(max(ns)) - len(x), *x.shape[1:]))])  # all_gather: equal shapes
     parts = [torch.empty_like(x) for _ in range(world_size)]
     dist.all_gather(parts, x)
     return torch.cat([p[: int(n)] for p, n in zip(parts, ns)]).cpu()
@@ -442,14 +453,15 @@ def gather(t, device, world_size):
 
 def cache_path(cache_dir, name, res, count, tag):
     cache_dir = os.path.expanduser(cache_dir or os.environ.get("STYLEGAN_CACHE", "~/.cache/stylegan"))
-    safe = re.sub(r"[^\w.-]", "_", str(name))
-    return os.path.join(cache_dir, f"{safe}-{res}px-{count}-{tag}.npz")
+    name = re.sub(r"[^\w.-]", "_", str(name))
+    return os.path.join(cache_dir, f"{name}-{res}px-{count}-{tag}.npz")
 
 
 def save_stats(path, mu, sigma, features=None):
-    """pytorch-fid's .npz (mu, sigma), plus the features themselves when KID needs them."""
+    """pytorch-fid's .npz (mu, sigma), plus the features themselves where KID needs them."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    np.savez(path, mu=mu, sigma=sigma, **({} if features is None else {"features": np.asarray(features, np.float32)}))
+    extra = {} if features is None else {"features": np.asarray(features, np.float32)}
+    np.savez(path, mu=mu, sigma=sigma, **extra)
 
 
 def load_stats(path):
@@ -473,8 +485,9 @@ def real_stats(dataset, res, net, need_features=False, cache_dir=None, batch=32,
     stats = load_stats(path) if path and os.path.isfile(path) else {}
     if "mu" in stats and "sigma" in stats and (not need_features or "features" in stats):
         return stats
+    what = verbose and rank == 0 and f"real images at {res}x{res}"
     f, _ = extract(loader(dataset, res, range(rank, len(dataset), world_size), batch, workers), net, 0,
-                   device, bf16, verbose and rank == 0 and f"real images at {res}x{res}", len(dataset), world_size)
+                   device, bf16, what, len(dataset), world_size)
     f = gather(f, device, world_size)
     if rank != 0:
         return {}
@@ -488,13 +501,14 @@ def real_stats(dataset, res, net, need_features=False, cache_dir=None, batch=32,
 
 def parse_metrics(metrics):
     metrics = set(metrics.split(",") if isinstance(metrics, str) else metrics) - {""}
-    if not metrics or not metrics <= {"fid", "kid", "swd"}:
-        raise ValueError(f"unknown metrics {sorted(metrics - {'fid', 'kid', 'swd'})}; choose from fid, kid, swd")
+    if not metrics or not metrics <= set(METRICS):
+        raise ValueError(f"unknown metrics {sorted(metrics - set(METRICS))}; choose from {METRICS}")
     return metrics
 
 
 def evaluate(G, dataset, metrics=("fid",), num=50000, res=None, alpha=1.0, psi=1.0, batch=32, device="cpu",
-             rank=0, world_size=1, inception=None, cache_dir=None, bf16=False, seed=0, workers=2, verbose=True):
+             rank=0, world_size=1, inception=None, cache_dir=None, bf16=False, seed=0, workers=2,
+             verbose=True):
     """Metrics of generator G against the whole `dataset` at resolution `res` (default: G's).
 
     Every rank generates its share of the `num` images; rank 0 returns the result as a dict
@@ -507,13 +521,13 @@ def evaluate(G, dataset, metrics=("fid",), num=50000, res=None, alpha=1.0, psi=1
     net = None
     if metrics & {"fid", "kid"}:
         net = inception if isinstance(inception, nn.Module) else load_inception(inception, device)
-        reals = real_stats(dataset, res, net, "kid" in metrics, cache_dir, batch, device, bf16, rank, world_size,
-                           workers, verbose)
+        reals = real_stats(dataset, res, net, "kid" in metrics, cache_dir, batch, device, bf16, rank,
+                           world_size, workers, verbose)
     swd_num = min(num, len(dataset), SWD_IMAGES) if "swd" in metrics else 0
     if swd_num:  # a fixed random subset of the reals, shared out over the ranks
         idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:swd_num]
-        real_desc = extract(loader(dataset, res, idx[rank::world_size].tolist(), batch, workers), None, swd_num,
-                            device, seed=seed + 1000 + rank)[1]
+        batches = loader(dataset, res, idx[rank::world_size].tolist(), batch, workers)
+        real_desc = extract(batches, None, swd_num, device, seed=seed + 1000 + rank)[1]
         real_desc = {r: gather(d, device, world_size) for r, d in real_desc.items()}
 
     g = torch.Generator().manual_seed(seed + rank)
@@ -523,11 +537,12 @@ def evaluate(G, dataset, metrics=("fid",), num=50000, res=None, alpha=1.0, psi=1
             z = torch.randn(min(batch, count - i), G.cfg.z_dim, generator=g).to(device)
             yield generated_to_uint8(G(z, res=res, alpha=alpha, psi=psi, noise_mode="random"))
 
-    share = lambda n: n // world_size + (rank < n % world_size)
-    count = share(num) if net else share(swd_num)
-    feats, fake_desc = extract(generated(count), net, share(swd_num), device, bf16,
-                               verbose and rank == 0 and f"generated images at {res}x{res}",
-                               num if net else swd_num, world_size, seed + rank)
+    def share(n):
+        return n // world_size + (rank < n % world_size)
+
+    what = verbose and rank == 0 and f"generated images at {res}x{res}"
+    feats, fake_desc = extract(generated(share(num if net else swd_num)), net, share(swd_num), device, bf16,
+                               what, num if net else swd_num, world_size, seed + rank)
     feats = gather(feats, device, world_size)
     fake_desc = {r: gather(d, device, world_size) for r, d in fake_desc.items()} if fake_desc else None
     if rank != 0:
@@ -545,15 +560,19 @@ def evaluate(G, dataset, metrics=("fid",), num=50000, res=None, alpha=1.0, psi=1
 # Command line: a checkpoint against a dataset, or two image folders / .npz statistics
 
 
-def folder_batches(folder, batch):
-    """uint8 [B, 3, H, W] batches of the RGB images under a folder; a batch ends where the size changes."""
-    from PIL import Image
+def list_images(folder):
     if not os.path.isdir(folder):
         raise ValueError(f"{folder} is neither an image folder nor a .npz statistics file")
     files = sorted(f for f in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
                    if f.lower().endswith(IMAGE_EXTS))
     if not files:
         raise ValueError(f"no images ({' '.join(IMAGE_EXTS)}) found in {folder}")
+    return files
+
+
+def folder_batches(files, batch):
+    """uint8 [B, 3, H, W] batches of RGB images; a batch ends early where the image size changes."""
+    from PIL import Image
     group = []
     for path in files:
         try:
@@ -573,11 +592,12 @@ def path_inputs(path, net, metrics, args):
     if path.endswith(".npz"):
         stats = load_stats(path)
         if "swd" in metrics or ("kid" in metrics and "features" not in stats):
-            raise ValueError(f"{path} holds statistics only; KID needs features (--save-stats --metrics kid), "
-                             f"SWD images")
+            raise ValueError(f"{path} holds statistics only: KID needs features (--save-stats --metrics kid),"
+                             f" SWD needs images")
         return stats, None
-    f, desc = extract(folder_batches(path, args.batch), net, SWD_IMAGES if "swd" in metrics else 0, args.device,
-                      args.bf16, not args.quiet and path)
+    files = list_images(path)
+    f, desc = extract(folder_batches(files, args.batch), net, SWD_IMAGES if "swd" in metrics else 0,
+                      args.device, args.bf16, not args.quiet and path, len(files))
     return {**(dict(zip(("mu", "sigma"), feature_stats(f))) if f is not None else {}), "features": f}, desc
 
 
@@ -589,13 +609,13 @@ def main(argv=None):
     p.add_argument("--data", help="the real dataset for --ckpt (any source data.py opens)")
     p.add_argument("--metrics", default="fid", help="comma-separated: fid, kid, swd")
     p.add_argument("--num", type=int, default=50000, help="generated images (the paper's fid50k)")
-    p.add_argument("--inception", help="FID weights file (default: $STYLEGAN_INCEPTION or the torch hub cache)")
+    p.add_argument("--inception", help="FID weights (default: $STYLEGAN_INCEPTION, else torch hub's cache)")
     p.add_argument("--batch", type=int, default=32, help="images per batch")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast on GPU (faster; fp32 for published numbers)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster; fp32 for published numbers)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latents, SWD patches and KID subsets")
-    p.add_argument("--cache-dir", help="real statistics cache (default: $STYLEGAN_CACHE or ~/.cache/stylegan)")
-    p.add_argument("--save-stats", action="store_true", help="write the first folder's statistics to the second path")
+    p.add_argument("--cache-dir", help="real statistics cache (default: $STYLEGAN_CACHE, ~/.cache/stylegan)")
+    p.add_argument("--save-stats", action="store_true", help="write the first folder's statistics to path 2")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
     try:
@@ -614,11 +634,14 @@ def main(argv=None):
         elif len(args.paths) != 2:
             raise ValueError("give --ckpt and --data, or exactly two folders / .npz files")
         elif args.save_stats:
-            net = load_inception(args.inception, args.device)
-            stats = path_inputs(args.paths[0], net, {"fid"}, args)[0]
-            save_stats(args.paths[1], stats["mu"], stats["sigma"], stats["features"] if "kid" in metrics else None)
+            stats = path_inputs(args.paths[0], load_inception(args.inception, args.device), {"fid"}, args)[0]
+            keep = stats["features"] if "kid" in metrics else None
+            save_stats(args.paths[1], stats["mu"], stats["sigma"], keep)
             out = {"saved": args.paths[1], "images": len(stats["features"])}
         else:
+            for q in args.paths:  # before the weights load, so a typo fails fast
+                if not (os.path.isdir(q) or q.endswith(".npz") and os.path.isfile(q)):
+                    raise ValueError(f"{q} is neither an image folder nor a .npz statistics file")
             net = load_inception(args.inception, args.device) if metrics & {"fid", "kid"} else None
             (s1, d1), (s2, d2) = (path_inputs(q, net, metrics, args) for q in args.paths)
             out = {}
