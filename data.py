@@ -526,6 +526,13 @@ def _collate(images):  # np.stack: torch.stack's multi-threaded copy stalls on a
     return torch.from_numpy(np.stack([x.numpy() for x in images]))
 
 
+def _worker_init(_):
+    # Ctrl-C and SIGTERM reach the whole process group; the trainer handles them (finish the step,
+    # write a checkpoint) and still needs its workers meanwhile. They exit with their parent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(dataset, batch_size, *, rank=0, world_size=1, seed=0, start=0, num_workers=None):
     """An infinite iterator of uint8 batches [batch_size, 3, res, res] for this rank (see
     ShardSampler). The sampler never ends, so the workers live as long as the iterator: nothing is
@@ -534,7 +541,8 @@ def make_loader(dataset, batch_size, *, rank=0, world_size=1, seed=0, start=0, n
     sampler = ShardSampler(len(dataset), batch_size, rank, world_size, seed, start)
     loader = torch.utils.data.DataLoader(dataset, batch_size, sampler=sampler, num_workers=num_workers,
                                          collate_fn=_collate, pin_memory=torch.cuda.is_available(),
-                                         prefetch_factor=4 if num_workers else None)
+                                         prefetch_factor=4 if num_workers else None,
+                                         worker_init_fn=_worker_init)
     return iter(loader)
 
 

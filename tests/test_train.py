@@ -147,18 +147,20 @@ def test_non_finite_loss_stops_without_overwriting(tmp_path, monkeypatch, capsys
     assert all(torch.isfinite(v).all() for v in good["G"].values())
 
 
-def test_sigint_writes_checkpoint(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_writes_checkpoint(tmp_path, sig):
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), *TINY, "--kimg", "50", "--out", str(tmp_path)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if line.startswith("kimg"):
-            proc.send_signal(signal.SIGINT)
+        if line.startswith("kimg"):  # Ctrl-C (or a job scheduler) signals the whole process group
+            os.killpg(proc.pid, sig)
             break
     out = "".join(lines) + proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, out
-    assert "SIGINT" in out and "stopped at" in out
+    assert signal.Signals(sig).name in out and "stopped at" in out
     run_dir = os.path.join(tmp_path, os.listdir(tmp_path)[0])
     assert load(run_dir)["cur_nimg"] >= 32
 
