@@ -19,6 +19,7 @@ the pytorch-fid file is downloaded once into the torch hub cache.
 """
 import argparse
 import contextlib
+import functools
 import glob
 import hashlib
 import json
@@ -499,6 +500,11 @@ def real_stats(dataset, res, net, need_features=False, cache_dir=None, batch=32,
     return {"mu": mu, "sigma": sigma, "features": f.numpy()}
 
 
+@functools.lru_cache(maxsize=2)
+def cached_inception(path, device):  # the trainer evaluates every few kimg: read the weights once
+    return load_inception(path, device)
+
+
 def parse_metrics(metrics):
     metrics = set(metrics.split(",") if isinstance(metrics, str) else metrics) - {""}
     if not metrics or not metrics <= set(METRICS):
@@ -520,7 +526,7 @@ def evaluate(G, dataset, metrics=("fid",), num=50000, res=None, alpha=1.0, psi=1
     metrics -= {"swd"} if res < 8 else set()
     net = None
     if metrics & {"fid", "kid"}:
-        net = inception if isinstance(inception, nn.Module) else load_inception(inception, device)
+        net = inception if isinstance(inception, nn.Module) else cached_inception(inception, device)
         reals = real_stats(dataset, res, net, "kid" in metrics, cache_dir, batch, device, bf16, rank,
                            world_size, workers, verbose)
     swd_num = min(num, len(dataset), SWD_IMAGES) if "swd" in metrics else 0

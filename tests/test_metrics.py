@@ -409,3 +409,28 @@ def test_ckpt_cli_with_the_project_generator_and_dataset(tmp_path, capsys):
     assert '"swd8"' in capsys.readouterr().out
     with pytest.raises(SystemExit, match="--ckpt needs --data"):
         metrics.main(["--ckpt", ckpt])
+
+
+def _distributed_worker(rank, world, init_file, out_dir):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    gathered = metrics.gather(torch.full((rank + 1, 3), float(rank)), "cpu", world)  # unequal row counts
+    torch.manual_seed(0)  # the same random Inception on every rank
+    net = metrics.FIDInceptionV3().eval().requires_grad_(False)
+    reals = smooth_images(4, 32, 0)
+    G = ReplayG(reals)
+    G.i = 2 * rank  # rank r generates its share: reals[2r : 2r + 2]
+    result = metrics.evaluate(G, TinySet(reals), ("fid", "swd"), num=4, batch=2, inception=net, rank=rank,
+                              world_size=world, workers=0, verbose=False)
+    torch.save({"gathered": gathered, "result": result}, os.path.join(out_dir, f"{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+def test_evaluate_shares_work_over_ranks_and_gathers_on_rank_0(tmp_path):
+    torch.multiprocessing.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in (0, 1))
+    expect = torch.cat([torch.zeros(1, 3), torch.ones(2, 3)])
+    assert torch.equal(r0["gathered"], expect) and torch.equal(r1["gathered"], expect)
+    assert r1["result"] == {}
+    # the two ranks' generated halves together are exactly the real set, as are the real halves
+    assert abs(r0["result"]["fid"]) < 1e-6 and r0["result"]["num"] == 4 and r0["result"]["swd"] > 0
