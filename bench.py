@@ -20,9 +20,10 @@ Parts, in the order they run:
               counted by torch.utils.flop_counter (convolutions and matmuls of every forward, backward
               and R1 double backward) and model FLOPs utilisation against the device's peak.
   loader      data.loader_speed beside each resolution (--data, default the built-in dataset).
+  scaling     with --gpus N: recipe 8 data-parallel on N processes (train.py's all-reduce) against 1.
   projection  the official schedule (train.schedule: 8x8 start, 600 kimg phases, 25000 kimg) timed
               with the measured per-resolution rates on 1 GPU and on 8 GPUs (linear scaling from the
-              recipe-8 rates unless --scaling measured it), next to the official 41 d 4 h (1 V100)
+              recipe-8 rates unless --gpus measured the scaling), next to the official 41 d 4 h (1 V100)
               and 6 d 14 h (8 V100).
   profile     where the time of one training step goes at --profile-res: the top ops and their share.
 
@@ -42,6 +43,7 @@ import sys
 import time
 
 import torch
+import torch.distributed as dist
 
 # Without a GPU the Triton kernels can only run through the interpreter, which triton reads when it
 # is first imported (torch.utils.flop_counter imports it too). Their CPU times mean nothing; the
@@ -90,6 +92,8 @@ def get_args(argv=None):
     a("--warmup", type=int, default=5, help="untimed training steps per row (cuDNN autotuning, allocator)")
     a("--rep-ms", type=float, default=200, help="kernel timing budget per measurement in ms")
     a("--copy-mb", type=float, default=1024, help="size of the copied tensor for the bandwidth ceiling")
+    a("--gpus", type=int, default=1, help="also run the training step data-parallel on this many "
+      "processes (GPUs; gloo CPU processes without CUDA) for the scaling efficiency")
     a("--peak-tflops", type=float, default=None, help="device peak for MFU (default: the data sheet value "
       "for known GPUs under bf16/fp16, else the measured matmul rate)")
     a("--data", default="builtin", help="dataset for the loader column (as train.py --data)")
@@ -318,8 +322,8 @@ def peak_memory_gb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "process max RSS (whole run)"
 
 
-def bench_step(nets, targs, res, batch, steps, warmup, count_flops=True):
-    """Times train.train_step at (res, batch): returns img/s, sec/kimg, peak memory, FLOPs per step."""
+def bench_step(nets, targs, res, batch, steps, warmup, count_flops=True, world=1):
+    """Times train.train_step at (res, batch) per process: img/s, sec/kimg, peak memory, FLOPs per step."""
     G, D, G_ema = nets
     device = targs.device
     phase = train.Phase(res, 1.0, batch, train.LR.get(res, 0.001))
@@ -329,7 +333,7 @@ def bench_step(nets, targs, res, batch, steps, warmup, count_flops=True):
 
     def step():
         z = torch.randn(2, batch, G.cfg.z_dim, device=device)
-        train.train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z[0], z[1], phase, targs)
+        train.train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z[0], z[1], phase, targs, world)
 
     flops = None
     for i in range(max(warmup, int(count_flops))):
@@ -340,6 +344,8 @@ def bench_step(nets, targs, res, batch, steps, warmup, count_flops=True):
         else:
             step()
     sync(device)
+    if world > 1:
+        dist.barrier()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
@@ -398,6 +404,62 @@ def bench_loader(args, res_list, batch_of):
 
 
 # ----------------------------------------------------------------------------------------------
+# Scaling over --gpus processes (train.py's data parallel: one all-reduce per network per step)
+
+def scaling_worker(rank, world, port, cfg, opts, out_path):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    cuda = opts["device_type"] == "cuda"
+    device = torch.device("cuda", rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    else:  # CPU processes share the cores instead of each taking all of them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
+    kernels.IMPL = opts["impl"]
+    targs = train.get_args(["--data", "builtin", "--res", str(cfg.resolution)])
+    targs.device, targs.amp = device, opts["amp"]
+    nets = make_nets(cfg, device)
+    rows = []
+    for res in opts["train_res"]:
+        r = bench_step(nets, targs, res, recipe_batch(8, res, opts["smoke"]), opts["steps"], opts["warmup"],
+                       count_flops=False, world=world)
+        sec = torch.tensor([r["sec_per_step"]], device=device)
+        dist.all_reduce(sec, op=dist.ReduceOp.MAX)  # the slowest process sets the pace
+        rows.append(dict(res=res, batch_per_gpu=r["batch"], img_s=world * r["batch"] / float(sec)))
+    if rank == 0:
+        with open(out_path, "w") as f:
+            json.dump(rows, f)
+    dist.destroy_process_group()
+
+
+def bench_scaling(args, cfg, device, train_rows):
+    """Recipe 8 on --gpus processes against the same per-GPU batch on one: efficiency =
+    img/s on N / (N x img/s on 1)."""
+    single = {r["res"]: r["img_s"] for r in train_rows if r["recipe"] == 8}
+    if device.type == "cuda" and torch.cuda.device_count() < args.gpus:
+        raise SystemExit(f"--gpus {args.gpus}, but this machine has {torch.cuda.device_count()} GPU(s)")
+    import socket
+    import tempfile
+    with socket.socket() as sock:  # a free port for the processes to meet on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    opts = dict(device_type=device.type, impl=args.impl, amp=args.amp, train_res=sorted(single),
+                smoke=args.smoke, steps=args.steps, warmup=args.warmup)
+    print(f"\nscaling: the 8-GPU recipe's per-GPU batch on {args.gpus} {device.type} processes "
+          f"({'NCCL' if device.type == 'cuda' else 'gloo'}) against 1")
+    with tempfile.TemporaryDirectory() as tmp:
+        out_path = os.path.join(tmp, "scaling.json")
+        torch.multiprocessing.spawn(scaling_worker, args=(args.gpus, port, cfg, opts, out_path), nprocs=args.gpus)
+        with open(out_path) as f:
+            rows = json.load(f)
+    for row in rows:
+        row.update(img_s_1=single[row["res"]], efficiency=row["img_s"] / (args.gpus * single[row["res"]]))
+        print(f"{row['res']:5d}: {row['img_s']:9.1f} img/s on {args.gpus} vs {row['img_s_1']:9.1f} on 1, "
+              f"batch {row['batch_per_gpu']}/GPU: efficiency {100 * row['efficiency']:.1f}%")
+    return dict(gpus=args.gpus, rows=rows)
+
+
+# ----------------------------------------------------------------------------------------------
 # Projection of the official schedule
 
 def schedule_kimg(final_res, start_res=OFFICIAL_START, phase_kimg=OFFICIAL_PHASE_KIMG, total_kimg=OFFICIAL_KIMG):
@@ -413,12 +475,16 @@ def fmt_days(s):
     return f"{int(s // 86400)} d {int(s % 86400 // 3600)} h" if s >= 86400 else f"{s / 3600:.1f} h"
 
 
-def project(train_rows, final_res, scaling):
+def project(train_rows, final_res, scaling=None):
     """Time of the official schedule from the measured sec/kimg: 1 GPU with the 1-GPU batch, 8 GPUs
-    with the 8-GPU recipe's per-GPU rate times 8 times the scaling efficiency."""
+    with the 8-GPU recipe's per-GPU rate times 8 times the scaling efficiency (measured per
+    resolution by the scaling part, else 1)."""
     kimg = schedule_kimg(final_res)
     rate = {(r["res"], r["recipe"]): r["img_s"] for r in train_rows}
-    out = dict(final_res=final_res, total_kimg=OFFICIAL_KIMG, kimg_per_res=kimg, scaling_efficiency=scaling)
+    eff = {r["res"]: r["efficiency"] for r in scaling["rows"]} if scaling else {}
+    out = dict(final_res=final_res, total_kimg=OFFICIAL_KIMG, kimg_per_res=kimg,
+               scaling_efficiency={r: eff.get(r, 1.0) for r in kimg},
+               scaling_source=f"measured on {scaling['gpus']} processes" if scaling else "assumed linear")
     print(f"\nprojection: the official schedule to {final_res}x{final_res} ({OFFICIAL_KIMG} kimg, "
           f"{OFFICIAL_PHASE_KIMG} kimg phases from {OFFICIAL_START}x{OFFICIAL_START})")
     for gpus, recipe in ((1, 1), (8, 8)):
@@ -428,8 +494,8 @@ def project(train_rows, final_res, scaling):
             out[f"gpus_{gpus}_note"] = f"no recipe-{recipe} rate measured at {missing}"
             print(f"  {gpus} GPU(s): not projected, {out[f'gpus_{gpus}_note']}")
             continue
-        eff = 1.0 if gpus == 1 else scaling
-        per_res = {r: k * 1000 / (rate[(r, recipe)] * gpus * eff) for r, k in kimg.items()}
+        per_res = {r: k * 1000 / (rate[(r, recipe)] * gpus * (eff.get(r, 1.0) if gpus > 1 else 1.0))
+                   for r, k in kimg.items()}
         total = sum(per_res.values())
         out[f"gpus_{gpus}"] = dict(seconds=total, sec_per_kimg=total / OFFICIAL_KIMG, seconds_per_res=per_res,
                                    official_seconds=OFFICIAL[gpus], speedup=OFFICIAL[gpus] / total)
@@ -437,8 +503,8 @@ def project(train_rows, final_res, scaling):
         print(f"  {gpus} GPU(s): {fmt_days(total)} ({total / OFFICIAL_KIMG:.2f} s/kimg on average) vs official "
               f"{fmt_days(OFFICIAL[gpus])} on {gpus} V100 ({OFFICIAL[gpus] / OFFICIAL_KIMG:.1f} s/kimg): "
               f"{OFFICIAL[gpus] / total:.2f}x  [{parts}]")
-    if scaling == 1.0:
-        print("  8 GPUs assume linear scaling of the measured per-GPU rate (not measured here)")
+    print(f"  8 GPUs: the measured per-GPU rate x 8, scaling {out['scaling_source']}"
+          + ("" if not scaling or set(eff) >= set(kimg) else " (1.0 where not measured)"))
     return out
 
 
@@ -446,6 +512,7 @@ def project(train_rows, final_res, scaling):
 # Profile of one step
 
 def bench_profile(args, cfg, device, res):
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     targs = train.get_args(["--data", "builtin", "--res", str(cfg.resolution)])
     targs.device, targs.amp = device, args.amp
@@ -453,19 +520,37 @@ def bench_profile(args, cfg, device, res):
     batch = recipe_batch(8 if 8 in args.recipes else 1, res, args.smoke)
     bench_step(nets, targs, res, batch, steps=1, warmup=max(1, args.warmup), count_flops=False)  # warm
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    steps = 2
     with profile(activities=activities) as prof:
-        bench_step(nets, targs, res, batch, steps=2, warmup=0, count_flops=False)
-    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
-    total = sum(getattr(e, attr) for e in events)
-    events.sort(key=lambda e: -getattr(e, attr))
-    top = [dict(op=e.key, ms_per_step=getattr(e, attr) / 2e3, share=100 * getattr(e, attr) / total)
-           for e in events[:15]]
-    print(f"\nprofile: 1 training step at {res}x{res}, batch {batch}, {device.type} time "
-          f"({total / 2e3:.1f} ms per step in all)")
-    for t in top:
-        print(f"  {t['share']:5.1f}%  {t['ms_per_step']:9.3f} ms  {t['op'][:90]}")
-    return dict(res=res, batch=batch, clock=attr, ms_per_step=total / 2e3, top=top)
+        bench_step(nets, targs, res, batch, steps=steps, warmup=0, count_flops=False)
+    events = prof.key_averages()
+    if device.type == "cuda":
+        # GPU time: every kernel (cuDNN, cuBLAS, Triton) once; ops own the kernels they launch directly
+        # (Triton kernels launched from an autograd.Function forward belong to no aten op).
+        kernels_ = [e for e in events if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+        ops = [e for e in events if e.device_type == DeviceType.CPU and e.self_device_time_total > 0]
+        clock, attr = "GPU", "self_device_time_total"
+        total = sum(e.self_device_time_total for e in kernels_)
+    else:
+        kernels_, ops = [], [e for e in events if e.self_cpu_time_total > 0]
+        clock, attr = "CPU", "self_cpu_time_total"
+        total = sum(e.self_cpu_time_total for e in ops)
+
+    def top(evts):
+        evts = sorted(evts, key=lambda e: -getattr(e, attr))[:15]
+        return [dict(name=e.key, ms_per_step=getattr(e, attr) / 1e3 / steps,
+                     share=100 * getattr(e, attr) / max(total, 1)) for e in evts]
+
+    result = dict(res=res, batch=batch, clock=clock, ms_per_step=total / 1e3 / steps, ops=top(ops),
+                  kernels=top(kernels_))
+    print(f"\nprofile: one training step at {res}x{res}, batch {batch}: {result['ms_per_step']:.1f} ms of {clock} "
+          f"time (torch.profiler over {steps} steps)")
+    for title, rows in (("ops (self time)", result["ops"]), ("GPU kernels", result["kernels"])):
+        if rows:
+            print(f"  {title}:")
+        for t in rows:
+            print(f"  {t['share']:5.1f}%  {t['ms_per_step']:9.3f} ms  {t['name'][:100]}")
+    return result
 
 
 # ----------------------------------------------------------------------------------------------
@@ -540,8 +625,12 @@ def main(argv=None):
             peak = pick_peak(args, device, result.get("matmul"))
             result["peak"] = peak
             result["train"] = bench_train(args, cfg, device, peak, rates)
+            if args.gpus > 1:
+                if 8 not in args.recipes:
+                    raise SystemExit("--gpus: the scaling part compares recipe 8 runs; keep 8 in --recipes")
+                result["scaling"] = bench_scaling(args, cfg, device, result["train"])
             if "projection" in args.parts:
-                result["projection"] = project(result["train"], cfg.resolution, scaling=1.0)
+                result["projection"] = project(result["train"], cfg.resolution, result.get("scaling"))
         if "profile" in args.parts:
             res = args.profile_res or max(args.train_res)
             if res not in args.train_res and not (8 <= res <= cfg.resolution):

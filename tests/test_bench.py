@@ -108,8 +108,9 @@ def test_official_schedule_kimg():
 
 def test_profile(smoke):
     prof = smoke["profile"]
-    assert prof["res"] == 16 and prof["ms_per_step"] > 0 and prof["top"]
-    assert 0 < sum(t["share"] for t in prof["top"]) <= 100 + 1e-6
+    assert prof["res"] == 16 and prof["ms_per_step"] > 0 and prof["ops"] and prof["clock"] == "CPU"
+    assert 0 < sum(t["share"] for t in prof["ops"]) <= 100 + 1e-6
+    assert prof["kernels"] == []  # GPU kernels only on CUDA
 
 
 def test_flop_counter_matches_torch():
@@ -129,6 +130,20 @@ def test_flop_counter_matches_torch():
     with theirs:
         step()
     assert ours.flops == theirs.get_total_flops() > 0
+
+
+@pytest.mark.slow
+def test_scaling_two_processes(tmp_path):
+    """--gpus 2 without CUDA: two gloo processes run train.py's data-parallel step; the projection
+    then uses the measured efficiency for 8 GPUs."""
+    result = bench.main(["--smoke", "--parts", "train,projection", "--gpus", "2", "--json", str(tmp_path / "b.json")])
+    rows = result["scaling"]["rows"]
+    assert [r["res"] for r in rows] == [8, 16] and result["scaling"]["gpus"] == 2
+    for r in rows:
+        assert r["img_s"] > 0 and r["efficiency"] == pytest.approx(r["img_s"] / (2 * r["img_s_1"]))
+    p = result["projection"]
+    assert p["scaling_source"] == "measured on 2 processes"
+    assert p["scaling_efficiency"] == {r["res"]: r["efficiency"] for r in rows}
 
 
 def test_bad_flags():
