@@ -106,6 +106,8 @@ def get_args(argv=None):
     bad = [s for s in args.parts if s not in PARTS]
     if bad:
         raise SystemExit(f"--parts: unknown part(s) {bad}; choose from {','.join(PARTS)}")
+    if "train" not in args.parts and ("projection" in args.parts or args.gpus > 1):
+        raise SystemExit("--parts: the projection and --gpus scaling are computed from the train part; add train")
     if args.smoke:  # tiny sizes everywhere unless a flag says otherwise
         given = {t[2:].split("=")[0] for t in (argv if argv is not None else sys.argv[1:]) if t.startswith("--")}
         smoke = {"kernel_res": "4-8", "train_res": "8-16", "steps": 2, "warmup": 1, "rep_ms": 20,
@@ -257,12 +259,12 @@ def bench_kernels(args, cfg, device, dtype, copy_gbs):
         impls = {"triton": lambda *t: op(*t, impl="triton"), "eager": ref,
                  "compile": torch.compile(ref, dynamic=False) if use_compile else None}
         for backward, nbytes in ((False, bytes_fwd), (True, bytes_fb)):
-            row = dict(op=name, res=shape[-1], shape=list(shape), dtype=str(dtype).removeprefix("torch."),
-                       pass_="fwd+bwd" if backward else "fwd", bytes=nbytes)
+            row = {"op": name, "res": shape[-1], "shape": list(shape), "dtype": str(dtype).removeprefix("torch."),
+                   "pass": "fwd+bwd" if backward else "fwd", "bytes": nbytes}
             cols = []
             for impl, fn in impls.items():
                 if fn is None:
-                    row[impl], row[f"{impl}_note"] = None, "skipped (--compile; inductor is slow on a CPU)"
+                    row[impl], row[f"{impl}_note"] = None, f"skipped (--compile {args.compile} on {device.type})"
                 else:
                     try:
                         ms = measure_op(fn, inputs, backward, device, args.rep_ms)
@@ -271,7 +273,6 @@ def bench_kernels(args, cfg, device, dtype, copy_gbs):
                         row[impl], row[f"{impl}_note"] = None, f"{type(e).__name__}: {str(e)[:200]}"
                 m = row[impl]
                 cols.append(f"{m['ms']:9.4f} {m['gb_s']:7.1f} {m['pct_copy']:5.1f}" if m else f"{'n/a':>23s}")
-            row["pass"] = row.pop("pass_")
             rows.append(row)
             print(f"{name:12s} {'x'.join(map(str, shape)):>20s} {row['pass']:>7s} | {cols[0]} | {cols[1]} | "
                   f"{cols[2]:>24s}  {progress.step()}")
@@ -606,42 +607,47 @@ def main(argv=None):
     print(f"bench: {result['meta']['device']} ({device}), torch {torch.__version__}, {result['meta']['date']}"
           f"{', SMOKE sizes' if args.smoke else ''}")
 
+    def done(part, value):  # the JSON is rewritten after every part: a run cut short keeps its tables
+        result[part] = value
+        if args.json:
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+        return value
+
     impl, kernels.IMPL = kernels.IMPL, args.impl  # the training step's kernels; restored at the end
     try:
         if "copy" in args.parts or "kernels" in args.parts:
-            result["copy"] = bench_copy(device, args.copy_mb, args.rep_ms)
+            done("copy", bench_copy(device, args.copy_mb, args.rep_ms))
         if "matmul" in args.parts or "train" in args.parts:
-            mm_dtype = torch.float32 if args.amp == "off" else dtype if args.dtype else \
-                {"bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
-            result["matmul"] = bench_matmul(device, mm_dtype, 256 if args.smoke else
-                                            8192 if device.type == "cuda" else 2048, args.rep_ms)
+            mm_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": torch.float32}[args.amp]
+            done("matmul", bench_matmul(device, mm_dtype, 256 if args.smoke else 8192 if device.type == "cuda"
+                                        else 2048, args.rep_ms))
         if "kernels" in args.parts:
-            result["kernels"] = bench_kernels(args, cfg, device, dtype, result["copy"]["gb_s"])
+            done("kernels", bench_kernels(args, cfg, device, dtype, result["copy"]["gb_s"]))
         rates = {}
         if "loader" in args.parts:
             rates = bench_loader(args, args.train_res, lambda r: recipe_batch(1, r, args.smoke))
-            result["loader"] = [dict(res=r, batch=recipe_batch(1, r, args.smoke), img_s=v) for r, v in rates.items()]
+            done("loader", [dict(res=r, batch=recipe_batch(1, r, args.smoke), img_s=v) for r, v in rates.items()])
         if "train" in args.parts:
-            peak = pick_peak(args, device, result.get("matmul"))
-            result["peak"] = peak
-            result["train"] = bench_train(args, cfg, device, peak, rates)
+            peak = done("peak", pick_peak(args, device, result.get("matmul")))
+            done("train", bench_train(args, cfg, device, peak, rates))
             if args.gpus > 1:
                 if 8 not in args.recipes:
                     raise SystemExit("--gpus: the scaling part compares recipe 8 runs; keep 8 in --recipes")
-                result["scaling"] = bench_scaling(args, cfg, device, result["train"])
+                done("scaling", bench_scaling(args, cfg, device, result["train"]))
             if "projection" in args.parts:
-                result["projection"] = project(result["train"], cfg.resolution, result.get("scaling"))
+                done("projection", project(result["train"], cfg.resolution, result.get("scaling")))
         if "profile" in args.parts:
             res = args.profile_res or max(args.train_res)
-            if res not in args.train_res and not (8 <= res <= cfg.resolution):
-                raise SystemExit(f"--profile-res {res}: needs a resolution in 8..{cfg.resolution}")
-            result["profile"] = bench_profile(args, cfg, device, res)
+            try:
+                sg.check_res(res, cfg)
+            except ValueError as e:
+                raise SystemExit(f"--profile-res: {e}") from None
+            done("profile", bench_profile(args, cfg, device, res))
     finally:
         kernels.IMPL = impl
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
         print(f"\nwrote {args.json}")
     return result
 

@@ -153,6 +153,10 @@ def test_bad_flags():
         bench.get_args(["--train-res", "8,12"])
     with pytest.raises(SystemExit, match="--recipes"):
         bench.get_args(["--recipes", "4"])
+    with pytest.raises(SystemExit, match="add train"):
+        bench.get_args(["--parts", "projection"])
+    with pytest.raises(SystemExit, match="--profile-res: res must be a power of two between 4 and 16"):
+        bench.main(["--smoke", "--parts", "profile", "--profile-res", "32"])
 
 
 def test_help(capsys):
