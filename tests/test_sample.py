@@ -158,6 +158,19 @@ def test_noise_figures(ckpt, tmp_path):
     np.testing.assert_array_equal(coarse, all_)  # every layer in use is coarse; same noise maps
 
 
+def test_noise_std_matches_torch_std(ckpt):
+    """The running-sum std over draws in batches equals torch.std over the same draws (1e-12)."""
+    G, info = sg.load_generator(ckpt)
+    ctx = sample.Context(G, info, sample.get_args(["--ckpt", ckpt, "--res", "16"]))
+    w = G.map(sample.seeds_to_z([0], G.cfg.z_dim, "cpu"), 0.7)
+    torch.manual_seed(1)
+    shown, std = sample.noise_draws(G, w, ctx, draws=10, batch=3, keep=4)
+    torch.manual_seed(1)
+    x = torch.cat([sample.synthesize(G, w.expand(n, -1, -1), 16, 1.0, "random", 3) for n in (3, 3, 3, 1)])
+    torch.testing.assert_close(std, x.double().std(0).mean(0, keepdim=True), rtol=0, atol=1e-12)
+    assert torch.equal(shown, x[:4]) and float(std.min()) > 0
+
+
 def test_noise_figure_restores_the_generator(ckpt, tmp_path):
     G, info = sg.load_generator(ckpt)
     before = [p.clone() for p in G.parameters()]
