@@ -199,7 +199,7 @@ def bench_matmul(device, dtype, n, rep_ms):
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     ms = time_ms(lambda: a @ b, device, rep_ms)
     r = dict(n=n, dtype=str(dtype).removeprefix("torch."), ms=ms, tflops=2 * n ** 3 / ms / 1e9)
-    print(f"matmul: {n}^3 {r['dtype']} in {ms:.3f} ms = {r['tflops']:.1f} TFLOP/s")
+    print(f"matmul: {n}^3 {r['dtype']} in {ms:.3f} ms = {r['tflops']:.3g} TFLOP/s")
     return r
 
 
@@ -367,7 +367,7 @@ def bench_train(args, cfg, device, peak_tflops, loader_rates):
     jobs = [(res, r) for res in args.train_res for r in args.recipes]
     progress = Progress("train", len(jobs))
     print(f"\ntraining step (train.train_step: D + R1, G, EMA) on 1 {device.type} device, amp {args.amp}, "
-          f"kernels {args.impl}; MFU against {peak_tflops['tflops']:.1f} TFLOP/s ({peak_tflops['source']})")
+          f"kernels {args.impl}; MFU against {peak_tflops['tflops']:.3g} TFLOP/s ({peak_tflops['source']})")
     print(f"{'res':>5s} {'recipe':>6s} {'batch':>5s} | {'img/s':>8s} {'s/kimg':>8s} {'mem GB':>7s} | "
           f"{'GFLOP/step':>10s} {'TFLOP/s':>8s} {'MFU %':>6s} | {'loader img/s':>12s}")
     for res, recipe in jobs:
@@ -528,7 +528,7 @@ def bench_profile(args, cfg, device, res):
     if device.type == "cuda":
         # GPU time: every kernel (cuDNN, cuBLAS, Triton) once; ops own the kernels they launch directly
         # (Triton kernels launched from an autograd.Function forward belong to no aten op).
-        kernels_ = [e for e in events if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+        kernels_ = [e for e in events if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
         ops = [e for e in events if e.device_type == DeviceType.CPU and e.self_device_time_total > 0]
         clock, attr = "GPU", "self_device_time_total"
         total = sum(e.self_device_time_total for e in kernels_)
