@@ -369,6 +369,10 @@ def swd_descriptors(images, generator=None):
     return out
 
 
+def sort_rows(p):  # numpy's CPU sort measured 20x faster than torch's (128 x 131k floats, one thread)
+    return p.sort(dim=1)[0] if p.device.type != "cpu" else torch.from_numpy(np.sort(p.numpy(), axis=1))
+
+
 def sliced_wasserstein(a, b, dir_repeats=4, dirs_per_repeat=128, seed=0):
     """Mean over random unit directions of the 1-D Wasserstein distance of the projected sets."""
     g = torch.Generator().manual_seed(seed)
@@ -380,7 +384,7 @@ def sliced_wasserstein(a, b, dir_repeats=4, dirs_per_repeat=128, seed=0):
     for _ in range(dir_repeats):
         dirs = torch.randn(a.shape[1], dirs_per_repeat, generator=g).to(a.device)
         dirs = dirs / dirs.norm(dim=0, keepdim=True)
-        pa, pb = (dirs.T @ a.T).sort(dim=1)[0], (dirs.T @ b.T).sort(dim=1)[0]  # [dirs, n]
+        pa, pb = (sort_rows(dirs.T @ s.T) for s in (a, b))  # [dirs, n]
         dists.append((pa - pb).abs().mean().item())
     return sum(dists) / len(dists)
 
