@@ -463,10 +463,15 @@ def cache_path(cache_dir, name, res, count, tag):
 
 
 def save_stats(path, mu, sigma, features=None):
-    """pytorch-fid's .npz (mu, sigma), plus the features themselves where KID needs them."""
+    """pytorch-fid's .npz (mu, sigma), plus the features where KID needs them. Written to a temporary
+    file first, so an interrupted write never leaves a truncated cache under the real name."""
+    path = path if path.endswith(".npz") else path + ".npz"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     extra = {} if features is None else {"features": np.asarray(features, np.float32)}
-    np.savez(path, mu=mu, sigma=sigma, **extra)
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, mu=mu, sigma=sigma, **extra)
+    os.replace(path + ".tmp", path)
+    return path
 
 
 def load_stats(path):
@@ -487,7 +492,11 @@ def real_stats(dataset, res, net, need_features=False, cache_dir=None, batch=32,
     """mu, sigma (and features if asked) of every real image at `res`, on rank 0 ({} elsewhere).
     Cached by dataset name, resolution, image count and weights; read back on the next call."""
     path = cache_path(cache_dir, dataset.name, res, len(dataset), net.tag) if net.tag else None
-    stats = load_stats(path) if path and os.path.isfile(path) else {}
+    try:
+        stats = load_stats(path) if path and os.path.isfile(path) else {}
+    except ValueError as e:  # not readable: recompute and replace it
+        print(f"{e}; recomputing", file=sys.stderr)
+        stats = {}
     if "mu" in stats and "sigma" in stats and (not need_features or "features" in stats):
         return stats
     what = verbose and rank == 0 and f"real images at {res}x{res}"
@@ -646,8 +655,8 @@ def main(argv=None):
         elif args.save_stats:
             stats = path_inputs(args.paths[0], load_inception(args.inception, args.device), {"fid"}, args)[0]
             keep = stats["features"] if "kid" in metrics else None
-            save_stats(args.paths[1], stats["mu"], stats["sigma"], keep)
-            out = {"saved": args.paths[1], "images": len(stats["features"])}
+            out = {"saved": save_stats(args.paths[1], stats["mu"], stats["sigma"], keep),
+                   "images": len(stats["features"])}
         else:
             for q in args.paths:  # before the weights load, so a typo fails fast
                 if not (os.path.isdir(q) or q.endswith(".npz") and os.path.isfile(q)):

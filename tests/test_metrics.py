@@ -268,6 +268,10 @@ def test_real_stats_cache_round_trip(net, tmp_path):
     assert with_feats["features"].shape == (2, 2048)
     cached = metrics.real_stats(Broken(ds.images), 32, net, need_features=True, **kw)
     np.testing.assert_array_equal(cached["features"], with_feats["features"])
+    with open(path, "wb") as f:  # a damaged cache file is recomputed and replaced
+        f.write(b"not an npz")
+    np.testing.assert_array_equal(metrics.real_stats(ds, 32, net, **kw)["mu"], first["mu"])
+    assert set(metrics.load_stats(path)) == {"mu", "sigma"} and not os.path.exists(path + ".tmp")
 
 
 class ReplayG(torch.nn.Module):
@@ -372,7 +376,8 @@ def test_two_folder_cli_matches_direct_computation(net, weights_file, tmp_path, 
     expect = metrics.frechet_distance(*metrics.feature_stats(fa), *metrics.feature_stats(fb))
     assert out["fid"] == pytest.approx(expect, rel=1e-9) and out["fid"] > 1
     assert out["kid"] == pytest.approx(metrics.kid(fa, fb), rel=1e-9) and out["swd"] > 0
-    metrics.main(["--save-stats", a, str(tmp_path / "a.npz"), *common])
+    saved = metrics.main(["--save-stats", a, str(tmp_path / "a"), *common])  # .npz appended
+    assert saved == {"saved": str(tmp_path / "a.npz"), "images": 2}
     from_npz = metrics.main([str(tmp_path / "a.npz"), b, *common])
     assert from_npz["fid"] == pytest.approx(out["fid"], rel=1e-9)
     assert '"fid"' in capsys.readouterr().out
