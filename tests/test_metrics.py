@@ -417,7 +417,8 @@ def test_ckpt_cli_with_the_project_generator_and_dataset(tmp_path, capsys):
 
 
 def _distributed_worker(rank, world, init_file, out_dir):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                                         world_size=world)
     torch.set_num_threads(1)
     gathered = metrics.gather(torch.full((rank + 1, 3), float(rank)), "cpu", world)  # unequal row counts
     torch.manual_seed(0)  # the same random Inception on every rank
@@ -432,7 +433,8 @@ def _distributed_worker(rank, world, init_file, out_dir):
 
 
 def test_evaluate_shares_work_over_ranks_and_gathers_on_rank_0(tmp_path):
-    torch.multiprocessing.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    torch.multiprocessing.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)),
+                                nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in (0, 1))
     expect = torch.cat([torch.zeros(1, 3), torch.ones(2, 3)])
     assert torch.equal(r0["gathered"], expect) and torch.equal(r1["gathered"], expect)
