@@ -10,6 +10,7 @@ Reading order: config, equalized-lr primitives, the layer epilogue (AdaIN), mapp
 synthesis network, generator wrapper (truncation, style mixing, w_avg), discriminator, checkpoint
 loading. The per-layer fused operations go through kernels.py (Triton, with PyTorch references).
 """
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -120,12 +121,16 @@ class EqualConv2d(nn.Module):
         return x + self.bias.to(x.dtype).view(1, -1, 1, 1)
 
 
+@functools.lru_cache(maxsize=None)
+def blur_kernel(device, dtype):  # cached: a fresh torch.tensor per call would copy (and sync) per layer
+    f = torch.tensor([1.0, 2.0, 1.0], dtype=dtype)
+    return ((f[:, None] * f[None, :]) / 16).to(device)
+
+
 def blur(x):
     """[1, 2, 1] x [1, 2, 1] / 16 depthwise low-pass, zero 'same' padding (official blur2d)."""
     C = x.shape[1]
-    f = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype)
-    f = (f[:, None] * f[None, :]) / 16
-    return F.conv2d(x, f.expand(C, 1, 3, 3), padding=1, groups=C)
+    return F.conv2d(x, blur_kernel(x.device, x.dtype).expand(C, 1, 3, 3), padding=1, groups=C)
 
 
 def upscale2d(x):

@@ -404,12 +404,12 @@ def train(rank, args):
             f"Last good checkpoint: {last_good[0] or 'none'} ({last_good[1] / 1000:.1f} kimg)")
         raise SystemExit(1)
 
-    stop = torch.zeros(1)
+    stop = [0.0]  # set by the signal handler; summed over processes inside the D all-reduce
 
     def on_signal(signum, frame):
         if stop[0]:
             raise KeyboardInterrupt
-        stop[0] = 1
+        stop[0] = 1.0
         log(f"\n{signal.Signals(signum).name}: finishing this step and writing a checkpoint "
             f"(send again to quit at once)")
     signal.signal(signal.SIGINT, on_signal)
@@ -417,7 +417,7 @@ def train(rank, args):
 
     stats = torch.zeros(4, device=device)  # sums over the tick: G loss, D loss, penalty, steps
     tick_nimg, tick_time, ticks, start_nimg = cur_nimg, time.time(), 0, cur_nimg
-    loader, loader_res, done = None, None, False
+    loader, loader_res, done, stopped = None, None, False, False
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     while not done:
@@ -448,13 +448,17 @@ def train(rank, args):
             reals = torch.where(flip[:, None, None, None], reals.flip(3), reals)
         reals = fade_reals(reals, phase.alpha)
 
-        losses, stop_all = train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args,
-                                      world, stop.to(device))
+        flags = torch.zeros(1, device=device) + stop[0]  # no host-to-device copy, no sync
+        losses, flags = train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args,
+                                   world, flags)
         if losses is not None:
             stats += torch.cat([losses, torch.ones(1, device=device)])
         cur_nimg += phase.batch
         step += 1
-        done = cur_nimg >= total_nimg or bool(stop_all.sum() > 0)
+        # Reading the flag waits for the GPU, so look every 16 steps there: a signal acts within 16.
+        if device.type == "cpu" or step % 16 == 0:
+            stopped = stopped or bool(flags.sum() > 0)
+        done = cur_nimg >= total_nimg or stopped
 
         tick_kimg = args.tick_kimg or TICK_KIMG.get(phase.res, 20)
         if cur_nimg - tick_nimg >= tick_kimg * 1000 or done:
@@ -492,7 +496,7 @@ def train(rank, args):
             tick_nimg, tick_time = cur_nimg, time.time()
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-    log(f"{'stopped' if stop_all.sum() > 0 else 'done'} at {cur_nimg / 1000:.1f} kimg; "
+    log(f"{'stopped' if stopped else 'done'} at {cur_nimg / 1000:.1f} kimg; "
         f"checkpoint {ckpt_path}; samples {run_dir}/fakes*.png"
         + (f"; weights identical on all {world} processes" if world > 1 else ""))
     if world > 1:
@@ -596,8 +600,14 @@ def main(argv=None):
             s.bind(("127.0.0.1", 0))
             os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(s.getsockname()[1]))
         torch.multiprocessing.spawn(train, args=(args,), nprocs=args.gpus)
-    else:
-        train(int(os.environ.get("RANK", 0)), args)
+    else:  # in this process: leave the kernel switch and signal handlers as they were found
+        saved = kernels.IMPL, signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        try:
+            train(int(os.environ.get("RANK", 0)), args)
+        finally:
+            kernels.IMPL = saved[0]
+            signal.signal(signal.SIGINT, saved[1])
+            signal.signal(signal.SIGTERM, saved[2])
     return args.run_dir
 
 
