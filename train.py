@@ -244,6 +244,8 @@ def setup_distributed(rank, args):
         torch.cuda.set_device(device)
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+        if device.type == "cpu":  # N processes share the cores; oversubscribed OpenMP threads spin
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     return rank, world, device
 
 
@@ -585,6 +587,12 @@ def prepare(args):
         if total % world:
             raise SystemExit(f"the batch at {r}x{r} ({total}) does not split over {world} processes; "
                              f"set --batch to a multiple of {world}")
+    if args.metrics_kimg and {"fid", "kid"} & set(args.metrics.split(",")):
+        import metrics
+        try:  # fail now, not at the first evaluation hours into the run
+            metrics.load_inception()
+        except (ValueError, OSError, RuntimeError) as e:
+            raise SystemExit(f"--metrics {args.metrics}: {e}")
     args.run_dir = os.path.dirname(args.resume_path) if args.resume_path else new_run_dir(args)
 
 

@@ -2,7 +2,13 @@
 import os
 import sys
 
-import torch
+# One torch thread per process: the suite starts several processes (gloo ranks, loader workers) on
+# small CI machines, where two spinning OpenMP threads per process made tests 10x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 # Triton kernels run on CPU tensors through the interpreter when no GPU is present. The variable
 # must be set before triton is first imported, which is why it lives here.

@@ -76,6 +76,15 @@ def test_tiny_run_writes_checkpoint_samples_and_log(tmp_path):
     assert "done at 0.1 kimg" in open(os.path.join(run_dir, "log.txt")).read()
 
 
+def test_metrics_during_training(tmp_path):
+    run_dir = run(tmp_path, "--kimg", "0.064", "--metrics", "swd", "--metrics-kimg", "0.064",
+                  "--metrics-num", "64")
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
+    evals = [r for r in rows if "metrics" in r]
+    assert len(evals) == 1 and evals[0]["res"] == 8 and evals[0]["kimg"] == 0.064
+    assert math.isfinite(evals[0]["metrics"]["swd"]) and evals[0]["metrics"]["swd"] > 0
+
+
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_run(tmp_path, amp):
     run_dir = run(tmp_path, "--kimg", "0.032", "--amp", amp)
@@ -178,3 +187,10 @@ def test_bad_input(tmp_path):
     with pytest.raises(SystemExit, match="no checkpoint"):
         train.main(["--resume", str(tmp_path / "nope.pt"), "--out", str(tmp_path)])
     assert not os.listdir(tmp_path)  # nothing was started
+
+
+def test_missing_fid_weights_fail_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("STYLEGAN_INCEPTION", str(tmp_path / "no-such-weights.pth"))
+    with pytest.raises(SystemExit, match="--metrics fid: .*no-such-weights"):
+        run(tmp_path, "--metrics-kimg", "1")
+    assert not os.path.exists(tmp_path / "runs")
