@@ -314,6 +314,19 @@ def save_grid(images, path, nrow=8, min_cell=64):
     Image.fromarray(arr[:, :, 0] if C == 1 else arr).save(path)
 
 
+def estimate_eta(cur_nimg, total_nimg, sec_per_kimg, cur_res, final_res, args, world):
+    """Seconds left: the rest of the schedule timed with the speed measured at each resolution; a
+    resolution not reached yet is assumed sqrt(2) times slower per doubling (a rough guess between
+    overhead-bound low resolutions and pixel-bound high ones, replaced once it is measured)."""
+    step = max(1000, (total_nimg - cur_nimg) // 1000)
+    seconds = 0.0
+    for nimg in range(cur_nimg, total_nimg, step):
+        res = schedule(nimg, final_res, args.start_res, args.phase_kimg, world, args.batch, args.lr).res
+        rate = sec_per_kimg.get(res, sec_per_kimg[cur_res] * max(res / cur_res, 1) ** 0.5)
+        seconds += min(step, total_nimg - nimg) / 1000 * rate
+    return seconds
+
+
 def fmt_time(s):
     s = int(s)
     return f"{s // 86400}d {s // 3600 % 24}h" if s >= 86400 else f"{s // 3600}h {s // 60 % 60:02d}m" \
@@ -420,6 +433,7 @@ def train(rank, args):
     signal.signal(signal.SIGTERM, on_signal)
 
     stats = torch.zeros(4, device=device)  # sums over the tick: G loss, D loss, penalty, steps
+    sec_per_kimg = {}  # latest measured speed per resolution, for the ETA
     tick_nimg, tick_time, ticks, start_nimg = cur_nimg, time.time(), 0, cur_nimg
     loader, loader_res, done, stopped = None, None, False, False
     if device.type == "cuda":
@@ -474,7 +488,8 @@ def train(rank, args):
                 fail(f"non-finite loss (G {g}, D {d}, penalty {pen})")
             now = time.time()
             sec_kimg = (now - tick_time) / max(cur_nimg - tick_nimg, 1) * 1000
-            eta = (total_nimg - cur_nimg) / 1000 * sec_kimg
+            sec_per_kimg[phase.res] = sec_kimg
+            eta = estimate_eta(cur_nimg, total_nimg, sec_per_kimg, phase.res, cfg.resolution, args, world)
             mem = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
             row = dict(kimg=round(cur_nimg / 1000, 3), res=phase.res, alpha=round(phase.alpha, 4),
                        batch=phase.batch, lr=phase.lr, loss_G=g, loss_D=d, penalty=pen,

@@ -194,3 +194,12 @@ def test_missing_fid_weights_fail_before_training(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="--metrics fid: .*no-such-weights"):
         run(tmp_path, "--metrics-kimg", "1")
     assert not os.path.exists(tmp_path / "runs")
+
+
+def test_eta_uses_measured_speed_per_resolution():
+    args = train.get_args(["--phase-kimg", "1"])
+    # 8x8 for 1k stable, 16x16 fades in over 1k then trains 1k: at 1k images, 2k of 16x16 remain
+    eta = train.estimate_eta(1000, 3000, {8: 1.0, 16: 5.0}, 16, 16, args, 1)
+    assert eta == pytest.approx(10.0)
+    eta = train.estimate_eta(1000, 3000, {8: 1.0}, 8, 16, args, 1)  # 16x16 not measured yet
+    assert eta == pytest.approx(2 * 2 ** 0.5)
