@@ -244,6 +244,7 @@ def setup_distributed(rank, args):
     device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # shapes are fixed within a phase
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
         if device.type == "cpu":  # N processes share the cores; oversubscribed OpenMP threads spin
@@ -339,8 +340,8 @@ def fmt_time(s):
 def train(rank, args):
     rank, world, device = setup_distributed(rank, args)
     args.device = device
-    if args.amp == "auto":
-        args.amp = "bf16" if device.type == "cuda" else "off"
+    if args.amp == "auto":  # bf16 where the GPU has it (Ampere and later), fp16 before
+        args.amp = "off" if device.type == "cpu" else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     kernels.IMPL = args.impl
     master = rank == 0
     run_dir, ckpt_path = args.run_dir, os.path.join(args.run_dir, "ckpt.pt")
@@ -399,7 +400,7 @@ def train(rank, args):
                     scaler_D=scalers[1].state_dict(), cur_nimg=cur_nimg, step=step,
                     res=phase.res, alpha=phase.alpha, phase_key=list(phase_key),
                     args=plain_args(args),
-                    rng=torch.get_rng_state())
+                    rng=torch.get_rng_state())  # for inspection: every step reseeds (step_seed)
 
     def checkpoint(phase, snapshot=False):
         nonlocal last_good
@@ -434,7 +435,7 @@ def train(rank, args):
 
     stats = torch.zeros(4, device=device)  # sums over the tick: G loss, D loss, penalty, steps
     sec_per_kimg = {}  # latest measured speed per resolution, for the ETA
-    tick_nimg, tick_time, ticks, start_nimg = cur_nimg, time.time(), 0, cur_nimg
+    tick_nimg, tick_time, ticks = cur_nimg, time.time(), 0
     loader, loader_res, done, stopped = None, None, False, False
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
