@@ -187,6 +187,22 @@ if HAS_TRITON:
     # written as per-(plane, chunk) partial sums that the wrapper reduces over n and chunks.
 
     @triton.jit
+    def _adain_recompute(X, G, NOISE, NW, B, MEAN, RSTD, n, c, hw, c_ok, hw_ok, mask, C, x_sn, x_sc,
+                         x_shw, g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, HAS_NOISE: tl.constexpr,
+                         BLOCK_HW: tl.constexpr):
+        """The backward's view of a tile: u and xhat recomputed from x and the saved statistics
+        (nothing but [N, C] mean and rstd is kept from the forward), and g = dL/dy in fp32."""
+        u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, x_sn, x_sc, x_shw,
+                                   nz_sn, nz_shw, HAS_NOISE, BLOCK_HW)
+        t = tl.where(u > 0, u, u * slope)
+        nc = n * C + c
+        mean = tl.load(MEAN + nc, mask=c_ok, other=0.0)
+        rstd = tl.load(RSTD + nc, mask=c_ok, other=0.0)
+        xhat = (t - mean[:, None]) * rstd[:, None]
+        g = tl.load(G + _adain_offsets(n, c, hw, g_sn, g_sc, g_shw), mask=mask, other=0.0).to(tl.float32)
+        return u, nz, offs, nc, rstd, xhat, g
+
+    @triton.jit
     def _adain_bwd_sums_kernel(
         X,                 # [N, C, H, W] forward input (strides x_sn, x_sc, x_shw)
         G,                 # [N, C, H, W] gradient of y (strides g_sn, g_sc, g_shw)
@@ -198,14 +214,9 @@ if HAS_TRITON:
     ):
         pid = tl.program_id(0)
         n, c, hw, chunk, c_ok, hw_ok, mask = _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C, BLOCK_HW)
-        u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, x_sn, x_sc, x_shw,
-                                   nz_sn, nz_shw, HAS_NOISE, BLOCK_HW)
-        t = tl.where(u > 0, u, u * slope)
-        nc = n * C + c
-        mean = tl.load(MEAN + nc, mask=c_ok, other=0.0)
-        rstd = tl.load(RSTD + nc, mask=c_ok, other=0.0)
-        xhat = (t - mean[:, None]) * rstd[:, None]
-        g = tl.load(G + _adain_offsets(n, c, hw, g_sn, g_sc, g_shw), mask=mask, other=0.0).to(tl.float32)
+        u, nz, offs, nc, rstd, xhat, g = _adain_recompute(
+            X, G, NOISE, NW, B, MEAN, RSTD, n, c, hw, c_ok, hw_ok, mask, C, x_sn, x_sc, x_shw,
+            g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, HAS_NOISE, BLOCK_HW)
         out = nc * n_chunks + chunk
         tl.store(PDSHIFT + out, tl.sum(g, axis=1), mask=c_ok)
         tl.store(PDSCALE + out, tl.sum(g * xhat, axis=1), mask=c_ok)
@@ -224,14 +235,9 @@ if HAS_TRITON:
     ):
         pid = tl.program_id(0)
         n, c, hw, chunk, c_ok, hw_ok, mask = _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C, BLOCK_HW)
-        u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, x_sn, x_sc, x_shw,
-                                   nz_sn, nz_shw, HAS_NOISE, BLOCK_HW)
-        t = tl.where(u > 0, u, u * slope)
-        nc = n * C + c
-        mean = tl.load(MEAN + nc, mask=c_ok, other=0.0)
-        rstd = tl.load(RSTD + nc, mask=c_ok, other=0.0)
-        xhat = (t - mean[:, None]) * rstd[:, None]
-        g = tl.load(G + _adain_offsets(n, c, hw, g_sn, g_sc, g_shw), mask=mask, other=0.0).to(tl.float32)
+        u, nz, offs, nc, rstd, xhat, g = _adain_recompute(
+            X, G, NOISE, NW, B, MEAN, RSTD, n, c, hw, c_ok, hw_ok, mask, C, x_sn, x_sc, x_shw,
+            g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, HAS_NOISE, BLOCK_HW)
         if HAS_SUMS:
             dh = tl.load(DSHIFT + nc, mask=c_ok, other=0.0)
             ds = tl.load(DSCALE + nc, mask=c_ok, other=0.0)
