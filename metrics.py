@@ -442,10 +442,14 @@ def extract(batches, net=None, swd_max=0, device="cpu", bf16=False, what=None, t
     return (torch.cat(feats) if feats else None), descs
 
 
+def dist_ready():
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def gather(t, device, world_size):
     """Concatenate a tensor's rows from every rank (the row counts may differ by rank)."""
     import torch.distributed as dist
-    if t is None or world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+    if t is None or world_size == 1 or not dist_ready():
         return t
     x = t.to(device)
     ns = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world_size)]
@@ -497,8 +501,13 @@ def real_stats(dataset, res, net, need_features=False, cache_dir=None, batch=32,
     except ValueError as e:  # not readable: recompute and replace it
         print(f"{e}; recomputing", file=sys.stderr)
         stats = {}
-    if "mu" in stats and "sigma" in stats and (not need_features or "features" in stats):
-        return stats
+    cached = "mu" in stats and "sigma" in stats and (not need_features or "features" in stats)
+    if world_size > 1 and dist_ready():  # rank 0's cache decides: the others may see another disk
+        flag = torch.tensor([float(cached)], device=device)
+        torch.distributed.broadcast(flag, 0)
+        cached = bool(flag.item())
+    if cached:
+        return stats if rank == 0 else {}
     what = verbose and rank == 0 and f"real images at {res}x{res}"
     f, _ = extract(loader(dataset, res, range(rank, len(dataset), world_size), batch, workers), net, 0,
                    device, bf16, what, len(dataset), world_size)

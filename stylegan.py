@@ -250,14 +250,14 @@ class Generator(nn.Module):
         self.synthesis = SynthesisNetwork(self.cfg)
         self.register_buffer("w_avg", torch.zeros(self.cfg.w_dim))
 
-    def map(self, z, psi=1.0):
+    def map(self, z, psi=1.0, track_w_avg=True):
         """z [N, z_dim] -> ws [N, num_ws, w_dim], truncated towards w_avg in the first
-        truncation_cutoff layers: lerp(w_avg, w, psi)."""
+        truncation_cutoff layers: lerp(w_avg, w, psi). In training, w_avg follows w's EMA."""
         if z.ndim != 2 or z.shape[1] != self.cfg.z_dim:
             raise ValueError(f"z must have shape [N, {self.cfg.z_dim}], got {tuple(z.shape)}")
         with torch.autocast(z.device.type, enabled=False):  # w is tiny; fp32 keeps lrmul 0.01 exact
             w = self.mapping(z.float())
-        if self.training:  # track the centre of W for truncation (official dlatent_avg_beta)
+        if self.training and track_w_avg:  # the centre of W for truncation (official dlatent_avg_beta)
             with torch.no_grad():
                 self.w_avg.copy_(w.float().mean(0).lerp(self.w_avg, self.cfg.w_avg_beta))
         ws = w.unsqueeze(1).repeat(1, self.cfg.num_ws, 1)
@@ -281,7 +281,8 @@ class Generator(nn.Module):
         num_layers = 2 * int(math.log2(res)) - 2
         if mixing > 0 and num_layers > 1 and torch.rand(()) < mixing:
             cutoff = int(torch.randint(1, num_layers, ()))
-            ws = mix_styles(ws, self.map(torch.randn_like(z)), cutoff)
+            # the second latent does not move w_avg, as in the official G_style
+            ws = mix_styles(ws, self.map(torch.randn_like(z), track_w_avg=False), cutoff)
         ws = self.truncate(ws, psi)  # after mixing, as the official G_style does
         return self.synthesis(ws, res, alpha, noise_mode)
 

@@ -134,6 +134,11 @@ def d_loss(G, D, reals, z, phase, args, scale=1.0):
     (||grad at a random mix of real and fake|| - 1)^2 + 0.001 * D(real)^2 (ProGAN drift).
     scale: fp16's loss scale, so the penalty's gradient does not underflow either."""
     N = reals.shape[0]
+    # The official D always reads full-resolution images (lower resolutions nearest-upsampled, then
+    # average-pooled inside D), so its gradient is taken with respect to those: each gradient of a
+    # res x res image spreads over k*k pixels at 1/k^2 each, k = final/res. Squared and summed, the
+    # official penalty is the one at res times (res/final)^2 (gamma 10 at 1024, ~6e-4 at 8x8).
+    k2 = (phase.res / D.cfg.resolution) ** 2
     with torch.no_grad(), autocast(args):
         fakes = G(z, phase.res, phase.alpha, mixing=args.mixing)
     if args.loss == "r1":
@@ -141,7 +146,7 @@ def d_loss(G, D, reals, z, phase, args, scale=1.0):
         with autocast(args):
             real_logits, fake_logits = D(reals, phase.alpha).float(), D(fakes, phase.alpha).float()
         grad, = torch.autograd.grad(real_logits.sum() * scale, reals, create_graph=True)
-        penalty = (grad.float() / scale).square().sum(dim=(1, 2, 3))
+        penalty = (grad.float() / scale).square().sum(dim=(1, 2, 3)) * k2
         loss = F.softplus(fake_logits) + F.softplus(-real_logits) + penalty[:, None] * (args.r1_gamma / 2)
         return loss.mean(), penalty.mean()
     eps = torch.rand(N, 1, 1, 1, device=reals.device)
@@ -150,7 +155,7 @@ def d_loss(G, D, reals, z, phase, args, scale=1.0):
         real_logits, fake_logits = D(reals, phase.alpha).float(), D(fakes, phase.alpha).float()
         mixed_logits = D(mixed, phase.alpha).float()
     grad, = torch.autograd.grad(mixed_logits.sum() * scale, mixed, create_graph=True)
-    penalty = ((grad.float() / scale).flatten(1).norm(dim=1) - 1).square()
+    penalty = ((grad.float() / scale).flatten(1).norm(dim=1) * k2 ** 0.5 - 1).square()
     loss = fake_logits - real_logits + args.r1_gamma * penalty[:, None] + 0.001 * real_logits.square()
     return loss.mean(), penalty.mean()
 
@@ -161,7 +166,8 @@ def g_loss(G, D, z, phase, args):
     return (F.softplus(-logits) if args.loss == "r1" else -logits).mean()
 
 
-def train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args, world=1, flags=None):
+def train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args, world=1, flags=None,
+               check=False):
     """One official training iteration: a D step on reals and fresh fakes, then a G step, then the
     EMA generator. Returns ([G loss, D loss, penalty], flags summed over processes); the losses
     are None for a step that fp16 loss scaling skipped because of an overflow."""
@@ -172,7 +178,7 @@ def train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args,
     loss_D, penalty = d_loss(G, D, reals, z_D, phase, args, scale)
     opt_D.zero_grad(set_to_none=True)
     scaler_D.scale(loss_D).backward()
-    flags = all_reduce_grads(list(D.parameters()), world, flags)
+    flags = all_reduce_grads(list(D.parameters()), world, flags, check)
     scaler_D.step(opt_D)
     scaler_D.update()
 
@@ -181,7 +187,7 @@ def train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args,
     opt_G.zero_grad(set_to_none=True)
     scaler_G.scale(loss_G).backward()
     # w_avg rides along: the mean of the processes' EMAs is the EMA of the global batch mean.
-    G.w_avg.copy_(all_reduce_grads(list(G.parameters()), world, G.w_avg) / world)
+    G.w_avg.copy_(all_reduce_grads(list(G.parameters()), world, G.w_avg, check) / world)
     scaler_G.step(opt_G)
     scaler_G.update()
     D.requires_grad_(True)
@@ -221,11 +227,19 @@ def fade_reals(reals, alpha):
 # Distributed: gradients are averaged by hand (one all-reduce per network per step). Unlike DDP's
 # hooks this works with R1's double backward and with the unused parameters of higher resolutions.
 
-def all_reduce_grads(params, world, flags):
-    """Average gradients over processes; `flags` (e.g. stop requests) ride along and are summed."""
+def all_reduce_grads(params, world, flags, check=False):
+    """Average gradients over processes; `flags` (e.g. stop requests) ride along and are summed.
+    Every process must hold gradients for the same parameters (they follow from the phase, which
+    all share); check=True verifies that first, with one more tiny all-reduce."""
     if world == 1:
         return flags
     grads = [p.grad for p in params if p.grad is not None]
+    if check:
+        has = torch.tensor([float(p.grad is not None) for p in params], device=flags.device)
+        both = torch.cat([has, -has])
+        dist.all_reduce(both, op=dist.ReduceOp.MAX)
+        if not torch.equal(both[:len(has)], -both[len(has):]):
+            raise RuntimeError("processes hold gradients for different parameters; cannot average")
     flat = torch.cat([g.flatten() for g in grads] + [flags])
     dist.all_reduce(flat)
     offset = 0
@@ -292,10 +306,19 @@ def plain_args(args):
 
 
 def save_checkpoint(path, state):
-    """Atomic: a crash while writing never leaves a truncated checkpoint under the real name."""
+    """Atomic and durable: a crash (or power loss) while writing never leaves a truncated file
+    under the real name. `state` is a dict for torch.save, or text."""
     tmp = path + ".tmp"
-    torch.save(state, tmp)
+    with open(tmp, "w" if isinstance(state, str) else "wb") as f:
+        f.write(state) if isinstance(state, str) else torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename itself
+    finally:
+        os.close(fd)
 
 
 def save_grid(images, path, nrow=8, min_cell=64):
@@ -340,8 +363,9 @@ def fmt_time(s):
 def train(rank, args):
     rank, world, device = setup_distributed(rank, args)
     args.device = device
-    if args.amp == "auto":  # bf16 where the GPU has it (Ampere and later), fp16 before
-        args.amp = "off" if device.type == "cpu" else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if args.amp == "auto":  # bf16 where the GPU has it natively (Ampere and later), fp16 before
+        args.amp = "off" if device.type == "cpu" else \
+            "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     kernels.IMPL = args.impl
     master = rank == 0
     run_dir, ckpt_path = args.run_dir, os.path.join(args.run_dir, "ckpt.pt")
@@ -422,12 +446,14 @@ def train(rank, args):
             f"Last good checkpoint: {last_good[0] or 'none'} ({last_good[1] / 1000:.1f} kimg)")
         raise SystemExit(1)
 
-    stop = [0.0]  # set by the signal handler; summed over processes inside the D all-reduce
+    stop = [0.0, 0.0]  # [requested, when]; the request is summed over processes in the D all-reduce
 
     def on_signal(signum, frame):
-        if stop[0]:
-            raise KeyboardInterrupt
-        stop[0] = 1.0
+        if stop[0]:  # a second signal quits at once, unless it is the same one arriving twice
+            if time.time() - stop[1] > 5:  # (from the terminal's process group and from the parent)
+                raise KeyboardInterrupt
+            return
+        stop[0], stop[1] = 1.0, time.time()
         log(f"\n{signal.Signals(signum).name}: finishing this step and writing a checkpoint "
             f"(send again to quit at once)")
     signal.signal(signal.SIGINT, on_signal)
@@ -436,7 +462,7 @@ def train(rank, args):
     stats = torch.zeros(4, device=device)  # sums over the tick: G loss, D loss, penalty, steps
     sec_per_kimg = {}  # latest measured speed per resolution, for the ETA
     tick_nimg, tick_time, ticks = cur_nimg, time.time(), 0
-    loader, loader_res, done, stopped = None, None, False, False
+    loader, loader_res, done, stopped, check = None, None, False, False, True
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     while not done:
@@ -446,7 +472,7 @@ def train(rank, args):
             if phase_key is not None and phase.res != phase_key[0]:
                 checkpoint(phase)  # at each new resolution
             opt_G, opt_D = adam(G, phase.lr), adam(D, phase.lr)
-            phase_key = key
+            phase_key, check = key, True  # a new set of layers in use: verify all processes agree
         if phase.res != loader_res:
             loader = iter(data.make_loader(args.dataset.at(phase.res), phase.batch // world, rank=rank,
                                            world_size=world, seed=args.seed, start=cur_nimg))
@@ -469,7 +495,8 @@ def train(rank, args):
 
         flags = torch.zeros(1, device=device) + stop[0]  # no host-to-device copy, no sync
         losses, flags = train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args,
-                                   world, flags)
+                                   world, flags, check)
+        check = False
         if losses is not None:
             stats += torch.cat([losses, torch.ones(1, device=device)])
         cur_nimg += phase.batch
@@ -549,8 +576,7 @@ def evaluate(G_ema, phase, args, rank, world, run_dir, log, cur_nimg):
     if "fid" in result and (best is None or result["fid"] < best["fid"]):
         save_checkpoint(os.path.join(run_dir, "best.pt"), dict(config=G_ema.cfg.to_dict(),
                         G_ema=G_ema.state_dict(), res=phase.res, alpha=1.0, cur_nimg=cur_nimg))
-        with open(best_path, "w") as f:
-            json.dump(dict(fid=result["fid"], kimg=cur_nimg / 1000), f)
+        save_checkpoint(best_path, json.dumps(dict(fid=result["fid"], kimg=cur_nimg / 1000)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -625,7 +651,19 @@ def main(argv=None):
         with socket.socket() as s:  # a free port for the processes to meet on
             s.bind(("127.0.0.1", 0))
             os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(s.getsockname()[1]))
-        torch.multiprocessing.spawn(train, args=(args,), nprocs=args.gpus)
+        ctx = torch.multiprocessing.start_processes(train, args=(args,), nprocs=args.gpus, join=False)
+
+        def forward(signum, frame):  # `kill PID` reaches only this process: pass it on to the ranks
+            for p in ctx.processes:
+                if p.is_alive():
+                    os.kill(p.pid, signum)
+        saved = signal.signal(signal.SIGINT, forward), signal.signal(signal.SIGTERM, forward)
+        try:
+            while not ctx.join():
+                pass
+        finally:
+            signal.signal(signal.SIGINT, saved[0])
+            signal.signal(signal.SIGTERM, saved[1])
     else:  # in this process: leave the kernel switch and signal handlers as they were found
         saved = kernels.IMPL, signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
         try:
