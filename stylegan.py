@@ -12,6 +12,7 @@ loading. The per-layer fused operations go through kernels.py (Triton, with PyTo
 """
 import functools
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -362,7 +363,6 @@ class Discriminator(nn.Module):
 def load_generator(path, which="G_ema", device="cpu"):
     """Rebuild a generator from a train.py checkpoint alone. Returns (G, info) where info holds
     the resolution and alpha the run had reached and the images shown."""
-    import os
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint not found: {path}")
     try:
