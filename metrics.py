@@ -544,6 +544,8 @@ def evaluate(G, dataset, metrics=("fid",), num=50000, res=None, alpha=1.0, psi=1
     `inception`: a weights path, a loaded network, or None for the default weights. SWD uses
     min(num, 16384) images (ProGAN) and is skipped below 8x8.
     """
+    if num < world_size:  # a rank with no images could not join the gather
+        raise ValueError(f"num ({num}) must be at least the number of processes ({world_size})")
     metrics, res, t0, out = parse_metrics(metrics), res or G.cfg.resolution, time.time(), {}
     metrics -= {"swd"} if res < 8 else set()
     net = None

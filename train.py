@@ -631,6 +631,8 @@ def prepare(args):
         if total % world:
             raise SystemExit(f"the batch at {r}x{r} ({total}) does not split over {world} processes; "
                              f"set --batch to a multiple of {world}")
+    if args.metrics_kimg and args.metrics_num < world:
+        raise SystemExit(f"--metrics-num {args.metrics_num} is below the {world} processes sharing it")
     if args.metrics_kimg and {"fid", "kid"} & set(args.metrics.split(",")):
         import metrics
         try:  # fail now, not at the first evaluation hours into the run

@@ -208,6 +208,9 @@ def test_bad_input(tmp_path):
         train.main(["--data", "builtin", "--res", "12", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="does not split over 3 processes"):
         train.main(["--data", "builtin", "--res", "8", "--batch", "8", "--gpus", "3", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--metrics-num 1 is below the 2 processes"):
+        train.main(["--data", "builtin", "--res", "8", "--gpus", "2", "--metrics", "swd",
+                    "--metrics-kimg", "1", "--metrics-num", "1", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="no checkpoint"):
         train.main(["--resume", str(tmp_path / "nope.pt"), "--out", str(tmp_path)])
     assert not os.listdir(tmp_path)  # nothing was started
