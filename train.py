@@ -606,9 +606,7 @@ def prepare(args):
         source, message = data.default_source()
         print(message)
     else:
-        source = args.data
-        if not os.path.exists(source) and source != data.BUILTIN and os.path.isdir(os.path.join("data", source)):
-            source = os.path.join("data", source)  # nanoGPT's data/<name> convention
+        source = args.data  # a bare name such as ffhq means data/ffhq (data.open_dataset)
     try:
         args.dataset = data.open_dataset(source, skip_bad=args.skip_bad)
     except ValueError as e:
