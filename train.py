@@ -593,7 +593,10 @@ def prepare(args):
         args.resume_path = None
     ckpt_args = {}
     if args.resume_path:
-        ckpt = torch.load(args.resume_path, map_location="cpu", weights_only=True)
+        try:  # mmap: only the flags and config are read here; each process loads the weights itself
+            ckpt = torch.load(args.resume_path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:
+            raise SystemExit(f"--resume: {args.resume_path} is not a readable checkpoint ({type(e).__name__})")
         if not isinstance(ckpt, dict) or "opt_G" not in ckpt:
             raise SystemExit(f"--resume: {args.resume_path} is not a train.py checkpoint")
         ckpt_args = ckpt["args"]

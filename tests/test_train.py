@@ -213,6 +213,10 @@ def test_bad_input(tmp_path):
                     "--metrics-kimg", "1", "--metrics-num", "1", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="no checkpoint"):
         train.main(["--resume", str(tmp_path / "nope.pt"), "--out", str(tmp_path)])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="junk.pt is not a readable checkpoint"):
+        train.main(["--resume", str(tmp_path / "junk.pt"), "--out", str(tmp_path)])
+    os.remove(tmp_path / "junk.pt")
     assert not os.listdir(tmp_path)  # nothing was started
 
 
