@@ -34,6 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from stylegan import to_uint8  # the official [-1, 1] -> uint8 of generated images
+
 PT_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
 PT_FID_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + PT_FID_FILE
 PT_FID_SHA256_PREFIX = "6726825d"  # torch.hub's convention: the file name carries its sha256 prefix
@@ -261,10 +263,6 @@ def load_inception(path=None, device="cpu"):
 # -----------------------------------------------------------------------------
 # Statistics and distances
 
-
-def generated_to_uint8(x):
-    """Generator output in [-1, 1] -> uint8, rounded down as the official code does."""
-    return (x.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
 def feature_stats(features):
@@ -565,7 +563,7 @@ def evaluate(G, dataset, metrics=("fid",), num=50000, res=None, alpha=1.0, psi=1
     def generated(count):  # runs inside extract(), so under no_grad and the optional bf16 autocast
         for i in range(0, count, batch):
             z = torch.randn(min(batch, count - i), G.cfg.z_dim, generator=g).to(device)
-            yield generated_to_uint8(G(z, res=res, alpha=alpha, psi=psi, noise_mode="random"))
+            yield to_uint8(G(z, res=res, alpha=alpha, psi=psi, noise_mode="random"))
 
     def share(n):
         return n // world_size + (rank < n % world_size)

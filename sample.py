@@ -128,7 +128,7 @@ def noise_only_on(G, layers):
 
 def to_pil(image, min_cell=MIN_CELL):
     """One [3, H, W] image in [-1, 1] -> PIL RGB, enlarged (nearest) to at least min_cell pixels."""
-    x = (image.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    x = sg.to_uint8(image).permute(1, 2, 0).cpu().numpy()
     img = Image.fromarray(x)
     factor = max(1, min_cell // img.width)
     return img.resize((img.width * factor, img.height * factor), Image.NEAREST) if factor > 1 else img

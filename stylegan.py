@@ -62,6 +62,11 @@ class StyleGANConfig:
         return asdict(self)
 
 
+def to_uint8(img):
+    """Generator output in [-1, 1] -> uint8, rounded down as the official code does."""
+    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
 def check_res(res, cfg):
     if not isinstance(res, int) or res < 4 or res > cfg.resolution or res & (res - 1):
         raise ValueError(f"res must be a power of two between 4 and {cfg.resolution}, got {res!r}")

@@ -324,7 +324,7 @@ def save_checkpoint(path, state):
 def save_grid(images, path, nrow=8, min_cell=64):
     """images [N, C, H, W] in [-1, 1] -> one PNG grid; small images are enlarged (nearest)."""
     from PIL import Image
-    x = (images.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
+    x = sg.to_uint8(images.detach()).cpu()
     if x.shape[-1] < min_cell:
         x = F.interpolate(x, scale_factor=min_cell // x.shape[-1], mode="nearest")
     N, C, H, W = x.shape

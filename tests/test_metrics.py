@@ -99,8 +99,8 @@ def test_preprocess_is_pytorch_fid_and_generator_output_is_floored():
         metrics.fid_preprocess(x.float())
     g = torch.linspace(-1.1, 1.1, 1001)
     expect = np.clip(np.floor(g.numpy().astype(np.float32) * np.float32(127.5) + np.float32(128)), 0, 255)
-    assert np.array_equal(metrics.generated_to_uint8(g).numpy(), expect.astype(np.uint8))
-    assert metrics.generated_to_uint8(torch.tensor([-1.0, 0.0, 1.0])).tolist() == [0, 128, 255]
+    assert np.array_equal(metrics.to_uint8(g).numpy(), expect.astype(np.uint8))
+    assert metrics.to_uint8(torch.tensor([-1.0, 0.0, 1.0])).tolist() == [0, 128, 255]
 
 
 # --- Frechet distance and KID ------------------------------------------------------------------
