@@ -6,6 +6,7 @@ import sys
 # small CI machines, where two spinning OpenMP threads per process made tests 10x slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
@@ -17,3 +18,16 @@ if not torch.cuda.is_available():
 
 # Tests import the flat project files (stylegan.py, kernels.py, ...) from the repository root.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def no_tf32():
+    """fp32 matmuls and convolutions on a GPU (not TF32) for one test, restored afterwards by hand:
+    `allow_tf32` is served by a module __getattr__ in recent torch, so monkeypatch cannot undo it."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved

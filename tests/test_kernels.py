@@ -202,11 +202,9 @@ def test_bias_lrelu_ref_gradgradcheck():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_bias_lrelu_second_order(channels_last, monkeypatch):
+def test_bias_lrelu_second_order(channels_last, no_tf32):
     """R1 as the discriminator computes it: the squared input gradient of a small conv + dense net,
     differentiated again with respect to every parameter and the input."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # fp32 convs on a GPU, not TF32
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch.manual_seed(1)
     x, W1, b1 = randn(3, 2, 5, 6), randn(4, 2, 3, 3) * 0.5, randn(4)
     W2, b2, v = randn(4 * 5 * 6, 7) * 0.1, randn(7), randn(3, 7)

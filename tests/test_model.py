@@ -296,13 +296,12 @@ def test_config_round_trip_rebuilds_model():
 
 
 @pytest.mark.skipif(not kernels.HAS_TRITON, reason="triton is not installed")
-def test_triton_and_reference_give_the_same_model(monkeypatch):
+def test_triton_and_reference_give_the_same_model(monkeypatch, no_tf32):
     """Images, D logits, the R1 gradient and every parameter gradient agree between the fused
     Triton kernels and the PyTorch references (fp32; on CPU via TRITON_INTERPRET=1)."""
     if not (torch.cuda.is_available() or kernels.INTERPRET):
         pytest.skip("Triton needs a GPU or TRITON_INTERPRET=1")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     monkeypatch.setattr(kernels, "SPLIT_HW", 32)  # 8x8 and 16x16 planes take the split path too
     cfg = tiny_cfg(16, fmap_base=32, fmap_max=8, z_dim=8, w_dim=8, mapping_fmaps=8, mapping_layers=2)
     G, D = sg.Generator(cfg).to(device), sg.Discriminator(cfg).to(device)
