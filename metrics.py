@@ -400,11 +400,19 @@ def swd(desc1, desc2):
 # Feature extraction over image sets, the real-statistics cache, and evaluate() for train.py
 
 
+_last_progress = [0.0]  # when the last progress line went to a file or pipe
+
+
 def progress(what, done, total, t0):
-    """One self-overwriting line on stderr with the rate and the ETA."""
+    """The rate and the ETA on stderr: one self-overwriting line on a terminal; in a file or a pipe,
+    a plain line every 30 seconds and at the end (no carriage-return spinners in logs)."""
     dt, eta = time.time() - t0, int((time.time() - t0) / max(done, 1) * (total - done))
-    print(f"\r{what}: {done}/{total} images, {done / max(dt, 1e-9):.1f} img/s, "
-          f"ETA {eta // 60}:{eta % 60:02d}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+    text = f"{what}: {done}/{total} images, {done / max(dt, 1e-9):.1f} img/s, ETA {eta // 60}:{eta % 60:02d}"
+    if sys.stderr.isatty():
+        print("\r" + text, end="\n" if done >= total else "", file=sys.stderr, flush=True)
+    elif done >= total or time.time() - max(_last_progress[0], t0) >= 30:
+        print(text, file=sys.stderr, flush=True)
+        _last_progress[0] = time.time()
 
 
 @contextlib.contextmanager

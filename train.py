@@ -37,11 +37,15 @@ BATCH = {1: {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4, 1
          8: {4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 32, 256: 32, 512: 32, 1024: 32}}
 LR = {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}  # others: 0.001
 
-# `python train.py` with neither --data nor --res: a small net that trains in minutes on a CPU.
-# Deviations from the official recipe, for this demo only: 4k-image phases, learning rate 0.002 and
-# a 1k-image EMA half-life (the official 10k would average over most of a 24k-image run).
-QUICK = dict(res=32, fmap_base=256, fmap_max=64, w_dim=64, kimg=24, phase_kimg=4, batch=16, lr=0.002,
-             ema_kimg=1, tick_kimg=2, snap_kimg=8, metrics="swd", metrics_kimg=24, metrics_num=1024)
+# Presets (--cfg). "paper" is the official recipe: the flags' defaults and the tables above.
+# "quick" is a small net and a short schedule that shows faces in minutes on a CPU; it is what
+# `python train.py` runs with neither --data nor --res. Its deviations from the official recipe,
+# for quick experiments only, are each written here and in the README.
+CFGS = {
+    "paper": dict(),
+    "quick": dict(res=32, fmap_base=256, fmap_max=64, w_dim=64, kimg=24, phase_kimg=4, batch=16, lr=0.002,
+                  ema_kimg=1, tick_kimg=2, snap_kimg=8, metrics="swd", metrics_kimg=24, metrics_num=1024),
+}
 
 
 def get_args(argv=None):
@@ -49,8 +53,13 @@ def get_args(argv=None):
     a = p.add_argument
     a("--data", default=None, help="image folder, zip, prepared dataset dir, a name under data/ (e.g. "
       "ffhq), or 'builtin'. Default: data/ffhq if prepared, else the built-in procedural dataset")
-    a("--res", type=int, default=None, help="final resolution (power of two). Default: the dataset's; "
-      "with neither --data nor --res, a small quick-start configuration")
+    a("--res", type=int, default=None, help="final resolution (power of two). Default: the dataset's "
+      "(--cfg paper) or 32 (--cfg quick)")
+    a("--cfg", choices=list(CFGS), default=None, help="preset. paper: the official recipe (the default "
+      "whenever --data or --res is given). quick: a small net and a short schedule that show faces in "
+      "minutes on a CPU (the default with neither --data nor --res): "
+      + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in CFGS["quick"].items())
+      + ". Flags given explicitly win over the preset")
     a("--gpus", type=int, default=1, help="processes on this machine (GPUs; CPU processes with gloo "
       "when there is no GPU). Under torchrun, RANK/WORLD_SIZE from the environment are used instead")
     a("--out", default="runs", help="parent folder of the numbered run folders")
@@ -90,11 +99,11 @@ def get_args(argv=None):
     args = p.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     args.given = {t[2:].split("=")[0].removeprefix("no-").replace("-", "_") for t in argv if t.startswith("--")}
-    args.quick = args.data is None and args.res is None
-    if args.quick:  # explicit flags still win over the quick-start values
-        for k, v in QUICK.items():
-            if k not in args.given and k != "res":
-                setattr(args, k, v)
+    if args.cfg is None:
+        args.cfg = "quick" if args.data is None and args.res is None else "paper"
+    for k, v in CFGS[args.cfg].items():  # explicit flags still win over the preset
+        if k not in args.given and k != "res":
+            setattr(args, k, v)
     return args
 
 
@@ -351,6 +360,30 @@ def estimate_eta(cur_nimg, total_nimg, sec_per_kimg, cur_res, final_res, args, w
     return seconds
 
 
+PROGRESS_SEC = 30  # a progress line at least this often between ticks (the first after a third of it)
+
+
+def progress(line, cur_nimg, total_nimg, sec_per_kimg, phase, final_res, args, world, device, log):
+    """The short line between ticks: kimg done / total, img/s, ETA. The first one also says when
+    the whole run is projected to take more than a day here, and names the quicker preset."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # count finished images, not queued ones (once per 30 s)
+    now = time.time()
+    sec_per_kimg[phase.res] = (now - line[1]) / max(cur_nimg - line[0], 1) * 1000
+    eta = estimate_eta(cur_nimg, total_nimg, sec_per_kimg, phase.res, final_res, args, world)
+    log(f"kimg {cur_nimg / 1000:8.1f} / {total_nimg / 1000:g} | res {phase.res:4d} alpha {phase.alpha:4.2f} | "
+        f"{1000 / sec_per_kimg[phase.res]:7.1f} img/s | ETA {fmt_time(eta)}")
+    note_long_run(line, eta, args, device, log)
+    line[:2] = cur_nimg, time.time()
+
+
+def note_long_run(line, eta, args, device, log):
+    if not line[2] and eta > 86400:
+        log(f"this run is projected to take {fmt_time(eta)} on {device.type} ({args.kimg:g} kimg, --cfg "
+            f"{args.cfg}); for a quick experiment use --cfg quick (minutes on a CPU)")
+    line[2] = True
+
+
 def fmt_time(s):
     s = int(s)
     return f"{s // 86400}d {s // 3600 % 24}h" if s >= 86400 else f"{s // 3600}h {s // 60 % 60:02d}m" \
@@ -462,6 +495,7 @@ def train(rank, args):
     stats = torch.zeros(4, device=device)  # sums over the tick: G loss, D loss, penalty, steps
     sec_per_kimg = {}  # latest measured speed per resolution, for the ETA
     tick_nimg, tick_time, ticks = cur_nimg, time.time(), 0
+    line = [cur_nimg, time.time(), False]  # last progress line: images, time, long-run warning given
     loader, loader_res, done, stopped, check = None, None, False, False, True
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -507,7 +541,10 @@ def train(rank, args):
         done = cur_nimg >= total_nimg or stopped
 
         tick_kimg = args.tick_kimg or TICK_KIMG.get(phase.res, 20)
-        if cur_nimg - tick_nimg >= tick_kimg * 1000 or done:
+        tick_due = cur_nimg - tick_nimg >= tick_kimg * 1000 or done
+        if not tick_due and time.time() - line[1] >= (PROGRESS_SEC if line[2] else PROGRESS_SEC / 3):
+            progress(line, cur_nimg, total_nimg, sec_per_kimg, phase, cfg.resolution, args, world, device, log)
+        if tick_due:
             if world > 1:
                 dist.all_reduce(stats)
             g, d, pen = (stats[:3] / stats[3]).tolist()  # nan when every step of the tick overflowed
@@ -527,6 +564,7 @@ def train(rank, args):
                 f"G {g:6.3f} D {d:6.3f} {'R1' if args.loss == 'r1' else 'GP'} {pen:7.3f} | "
                 f"{sec_kimg:7.2f} s/kimg {row['img_per_sec']:7.1f} img/s | mem {mem:5.1f} GB | "
                 f"ETA {fmt_time(eta)}")
+            note_long_run(line, eta, args, device, log)
             if master:
                 with open(os.path.join(run_dir, "log.jsonl"), "a") as f:
                     f.write(json.dumps(row) + "\n")
@@ -541,6 +579,7 @@ def train(rank, args):
             if crossed(tick_nimg, cur_nimg, args.metrics_kimg) or (done and args.metrics_kimg):
                 evaluate(G_ema, phase, args, rank, world, run_dir, log, cur_nimg)
             tick_nimg, tick_time = cur_nimg, time.time()
+            line[:2] = cur_nimg, tick_time
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
     log(f"{'stopped' if stopped else 'done'} at {cur_nimg / 1000:.1f} kimg; "
@@ -616,7 +655,8 @@ def prepare(args):
         raise SystemExit(f"--data: {e}")
     args.data, args.data_name = source, args.dataset.name
     if not args.resume_path:
-        args.final_res = QUICK["res"] if args.quick else (args.res or args.dataset.resolution)
+        preset = CFGS[args.cfg].get("res", args.dataset.resolution)
+        args.final_res = args.res or min(preset, args.dataset.resolution)
     res = args.final_res
     if res < 4 or res & (res - 1):
         raise SystemExit(f"--res must be a power of two >= 4, got {res}")

@@ -3,6 +3,7 @@ the command line. The Inception weights cannot be had offline, so tests build ra
 explicitly (never through load_inception's default path). Run: python -m pytest tests/test_metrics.py
 """
 import os
+import time
 import urllib.error
 from types import SimpleNamespace
 
@@ -441,3 +442,14 @@ def test_evaluate_shares_work_over_ranks_and_gathers_on_rank_0(tmp_path):
     assert r1["result"] == {}
     # the two ranks' generated halves together are exactly the real set, as are the real halves
     assert abs(r0["result"]["fid"]) < 1e-6 and r0["result"]["num"] == 4 and r0["result"]["swd"] > 0
+
+
+def test_progress_in_a_log_has_no_carriage_returns(capsys, monkeypatch):
+    """Not a terminal (pytest captures stderr): no self-overwriting spinner, a line per 30 s and
+    one at the end."""
+    monkeypatch.setattr(metrics, "_last_progress", [0.0])
+    t0 = time.time()
+    for done in range(0, 101, 10):
+        metrics.progress("generated", done, 100, t0)
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.count("\n") == 1 and "generated: 100/100 images" in err

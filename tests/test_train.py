@@ -234,3 +234,51 @@ def test_eta_uses_measured_speed_per_resolution():
     assert eta == pytest.approx(10.0)
     eta = train.estimate_eta(1000, 3000, {8: 1.0}, 8, 16, args, 1)  # 16x16 not measured yet
     assert eta == pytest.approx(2 * 2 ** 0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets and progress
+
+def test_presets():
+    quick, paper = train.CFGS["quick"], train.get_args(["--data", "mine"])
+    assert paper.cfg == "paper" and (paper.kimg, paper.phase_kimg, paper.lr, paper.batch) == (25000, 600, None, None)
+    for argv in ([], ["--data", "mine", "--cfg", "quick"]):  # the default, and any dataset on request
+        args = train.get_args(argv)
+        assert args.cfg == "quick"
+        assert all(getattr(args, k) == v for k, v in quick.items() if k != "res")
+    assert train.get_args(["--res", "64"]).cfg == "paper"
+    assert train.get_args(["--cfg", "quick", "--kimg", "5"]).kimg == 5  # an explicit flag wins
+
+
+def test_quick_preset_on_a_folder(tmp_path):
+    """`--data FOLDER --cfg quick` trains the quick network at 32x32 (or the data's own resolution
+    when that is lower) on the user's images."""
+    from PIL import Image
+    for i in range(4):
+        Image.fromarray((torch.rand(16, 16, 3) * 255).byte().numpy()).save(tmp_path / f"{i}.png")
+    run_dir = train.main(["--data", str(tmp_path), "--cfg", "quick", "--kimg", "0.032", "--batch", "8",
+                          "--metrics-kimg", "0", "--out", str(tmp_path / "runs")])
+    ckpt = load(run_dir)
+    assert ckpt["config"]["resolution"] == 16 and ckpt["config"]["fmap_max"] == train.CFGS["quick"]["fmap_max"]
+    assert ckpt["args"]["cfg"] == "quick"
+
+
+def test_progress_between_ticks(tmp_path, monkeypatch):
+    """A progress line (kimg done / total, img/s, ETA) at least every PROGRESS_SEC, whatever the
+    tick size; plain lines in a file, no carriage returns."""
+    monkeypatch.setattr(train, "PROGRESS_SEC", 0.3)
+    run_dir = run(tmp_path, "--kimg", "0.256", "--tick-kimg", "1000")
+    log = open(os.path.join(run_dir, "log.txt")).read()
+    lines = [x for x in log.splitlines() if " / 0.256 |" in x]
+    assert len(lines) >= 2 and all("img/s | ETA" in x for x in lines), log
+    assert "\r" not in log
+
+
+def test_long_run_is_announced(capsys):
+    line, logged = [0, 0.0, False], []
+    args = train.get_args(["--data", "mine"])
+    train.note_long_run(line, 3 * 86400, args, torch.device("cpu"), logged.append)
+    train.note_long_run(line, 3 * 86400, args, torch.device("cpu"), logged.append)
+    assert len(logged) == 1 and "3d 0h" in logged[0] and "--cfg quick" in logged[0]
+    train.note_long_run([0, 0.0, False], 3600, args, torch.device("cpu"), logged.append)
+    assert len(logged) == 1  # an hour is not worth a warning
