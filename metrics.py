@@ -1,4 +1,4 @@
-"""Image-quality metrics for the generator: FID, KID and SWD, computed by this project's own code.
+"""Image-quality metrics for the generator: FID, KID, SWD and PPL, computed by this project's own code.
 
 FID (Heusel et al. 2017) is the Frechet distance between Gaussians fitted to the 2048-d pool3
 features of Inception-v3, the 2015-12-05 TensorFlow graph as ported to PyTorch by pytorch-fid:
@@ -7,15 +7,19 @@ StyleGAN reports fid50k: 50,000 images of G_ema without truncation against the w
 KID (Binkowski et al. 2018) is the unbiased MMD^2 of the same features under the kernel
 k(x, y) = (x.y / d + 1)^3, averaged over subsets as StyleGAN2-ADA does. SWD (ProGAN, Karras et al.
 2018, appendix D) is the sliced Wasserstein distance between 7x7 patches of Laplacian pyramid
-levels; it needs no weights, so it runs anywhere.
+levels; it needs no weights, so it runs anywhere. PPL (StyleGAN section 4.1) is the perceptual path
+length: LPIPS(g(p(t)), g(p(t + 1e-4))) / 1e-4^2 along random paths p in Z (ppl_z*) or W (ppl_w*),
+t uniform in [0, 1) (*full) or 0 (*end), averaged over 100,000 samples within the 1st-99th percentile.
 
     python metrics.py --ckpt runs/00000-ffhq-1024/ckpt.pt --data data/ffhq --metrics fid,kid,swd
+    python metrics.py --ckpt RUN/ckpt.pt --metrics ppl_zfull,ppl_wfull --vgg16 VGG16.pth --lpips vgg.pth
     python metrics.py real_dir fake_dir              # like pytorch-fid: folders or .npz statistics
     python metrics.py --save-stats real_dir real.npz  # statistics in pytorch-fid's .npz format
 
 Inception weights: --inception PATH or STYLEGAN_INCEPTION=PATH, either pytorch-fid's
 pt_inception-2015-12-05-6726825d.pth or NVIDIA's TorchScript inception-2015-12-05.pt; with neither,
-the pytorch-fid file is downloaded once into the torch hub cache.
+the pytorch-fid file is downloaded once into the torch hub cache. LPIPS weights (PPL) are never
+downloaded: --vgg16 torchvision's vgg16-397923af.pth and --lpips the LPIPS package's v0.1 vgg.pth.
 """
 import argparse
 import contextlib
@@ -43,7 +47,8 @@ NV_FILE = "inception-2015-12-05.pt"
 NV_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/" + NV_FILE
 NV_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
-METRICS = ("fid", "kid", "swd")
+PPL_METRICS = ("ppl_zfull", "ppl_wfull", "ppl_zend", "ppl_wend")
+METRICS = ("fid", "kid", "swd") + PPL_METRICS
 
 # -----------------------------------------------------------------------------
 # Inception-v3, FID variant. Module names follow torchvision's Inception3 so the pytorch-fid state
@@ -397,6 +402,209 @@ def swd(desc1, desc2):
 
 
 # -----------------------------------------------------------------------------
+# Perceptual path length (StyleGAN section 4.1 and appendix, official metrics/perceptual_path_length.py):
+# the LPIPS distance between two images a step eps apart on a path through latent space, / eps^2.
+# LPIPS (Zhang et al. 2018) with VGG16, as the LPIPS package's LPIPS(net="vgg") v0.1 computes it:
+# relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3 features, each unit-normalised along channels,
+# squared differences weighted per channel by a learned 1x1 conv, averaged over space, summed.
+
+PPL_EPSILON = 1e-4
+VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+LPIPS_TAPS = (3, 8, 15, 22, 29)  # relu1_2 .. relu5_3 in torchvision's vgg16().features
+FACE_DATA = ("ffhq", "celeba", "builtin")  # dataset names that hold aligned faces: PPL crops to the face
+LPIPS_HELP = ("PPL needs LPIPS weights and none are downloaded: pass --vgg16 PATH (torchvision's VGG16 "
+              "state dict, vgg16-397923af.pth) and --lpips PATH (the LPIPS package's weights/v0.1/vgg.pth), "
+              "or set STYLEGAN_VGG16 and STYLEGAN_LPIPS")
+
+
+class LPIPS(nn.Module):
+    """L(a, b) -> [N] distances between image pairs [N, 3, H, W] in [-1, 1]. Random weights until
+    loaded; the VGG modules carry torchvision's names (features.<i>), so its state dict loads as is."""
+
+    def __init__(self):
+        super().__init__()
+        layers, cin = [], 3
+        for v in VGG16_LAYERS:
+            layers += [nn.MaxPool2d(2)] if v == "M" else [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU()]
+            cin = cin if v == "M" else v
+        self.features = nn.Sequential(*layers)
+        self.lins = nn.ModuleList([nn.Conv2d(c, 1, 1, bias=False) for c in (64, 128, 256, 512, 512)])
+        # [-1, 1] -> ImageNet's normalisation: shift = 2 * mean - 1, scale = 2 * std (LPIPS ScalingLayer)
+        for name, v in (("shift", [-0.030, -0.088, -0.188]), ("scale", [0.458, 0.448, 0.450])):
+            self.register_buffer(name, torch.tensor(v).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, a, b):
+        if a.ndim != 4 or a.shape[1] != 3 or a.shape != b.shape:
+            raise ValueError(f"LPIPS expects two [N, 3, H, W] batches, got {list(a.shape)}, {list(b.shape)}")
+        x, d = (torch.cat([a, b]) - self.shift) / self.scale, 0  # one VGG pass for both
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in LPIPS_TAPS:
+                f = x / (x.square().sum(dim=1, keepdim=True).sqrt() + 1e-10)  # LPIPS normalize_tensor
+                fa, fb = f.chunk(2)
+                d = d + self.lins[LPIPS_TAPS.index(i)]((fa - fb).square()).mean(dim=(2, 3))
+        return d[:, 0]
+
+
+def lpips_state(state, source):
+    """The tensors of a torchvision VGG16 state dict (features.<i>.*), of the LPIPS package's linear
+    weights (lin<k>.model.1.weight) or of a whole LPIPS module (net.slice<j>.<i>.*, lin...), under
+    LPIPS()'s names. Everything else (VGG's classifier) is left out."""
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{source}: not a state dict of tensors")
+    out = {}
+    for k, v in state.items():
+        if m := re.fullmatch(r"(?:features|net\.slice\d)\.(\d+)\.(weight|bias)", k):
+            out[f"features.{m[1]}.{m[2]}"] = v
+        elif m := re.fullmatch(r"lin(\d)\.model\.\d\.weight", k):
+            out[f"lins.{m[1]}.weight"] = v
+    return out
+
+
+def load_lpips(vgg16_path=None, lin_path=None, device="cpu"):
+    """LPIPS from files the user names (nothing is downloaded): torchvision's VGG16 state dict and the
+    LPIPS package's vgg.pth linear weights, or one file holding both (an LPIPS module's state dict).
+    Defaults: $STYLEGAN_VGG16 and $STYLEGAN_LPIPS."""
+    vgg16_path = vgg16_path or os.environ.get("STYLEGAN_VGG16")
+    lin_path = lin_path or os.environ.get("STYLEGAN_LPIPS")
+    if not vgg16_path:
+        raise FileNotFoundError(LPIPS_HELP)
+    state = {}
+    for path in [os.path.expanduser(str(p)) for p in (vgg16_path, lin_path) if p]:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"LPIPS weights file not found: {path}")
+        if path.endswith(".pkl"):  # a TensorFlow network pickle: its variable names are not mapped yet
+            raise ValueError(f"{path}: NVIDIA's vgg16_zhang_perceptual.pkl is not supported yet; use "
+                             f"torchvision's vgg16-397923af.pth and the LPIPS package's weights/v0.1/vgg.pth")
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle, zip, EOF and runtime errors alike
+            raise ValueError(f"cannot read LPIPS weights {path}: {e}") from e
+        state.update(lpips_state(loaded, path))
+    net = LPIPS()
+    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    missing = sorted(want.keys() - state.keys())
+    if missing and all(k.startswith("lins.") for k in missing):
+        raise ValueError(f"no LPIPS linear weights in {vgg16_path}: also pass the LPIPS package's "
+                         f"weights/v0.1/vgg.pth (--lpips PATH or STYLEGAN_LPIPS)")
+    shapes = [f"{k} {tuple(state[k].shape)} != {want[k]}" for k in sorted(want.keys() & state.keys())
+              if tuple(state[k].shape) != want[k]]
+    if missing or shapes:
+        raise ValueError(f"{vgg16_path} is not torchvision's VGG16: {len(missing)} missing tensors "
+                         f"{missing[:3]}, {len(shapes)} wrong shapes {shapes[:3]}")
+    net.load_state_dict(state)
+    return net.eval().requires_grad_(False).to(device)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_lpips(vgg16_path, lin_path, device):
+    return load_lpips(vgg16_path, lin_path, device)
+
+
+def normalize(v):  # as the official code: no epsilon
+    return v / v.square().sum(dim=-1, keepdim=True).sqrt()
+
+
+def slerp(a, b, t):
+    """Spherical interpolation between the directions of a and b [N, D] at t [N, 1]; unit vectors out."""
+    a, b = normalize(a), normalize(b)
+    d = (a * b).sum(dim=-1, keepdim=True)
+    p = t * torch.acos(d)
+    c = normalize(b - d * a)
+    return normalize(a * torch.cos(p) + c * torch.sin(p))
+
+
+def ppl_crop(img, crop):
+    """The official preprocessing before LPIPS: the face region of an aligned face image (rows 3/8 to
+    7/8, columns 2/8 to 6/8), then box-downsampled to 256 pixels if larger (VGG was built for 224)."""
+    if crop:
+        c = img.shape[2] // 8
+        img = img[:, :, c * 3:c * 7, c * 2:c * 6]
+    if img.shape[2] > 256:
+        img = F.avg_pool2d(img, img.shape[2] // 256)
+    return img
+
+
+def path_distances(G, L, z, t, space, res, alpha=1.0, crop=True, eps=PPL_EPSILON):
+    """z [2N, z_dim] (pairs z[0::2], z[1::2]) and t [N] -> [N] LPIPS(g(p(t)), g(p(t + eps))) / eps^2,
+    where p slerps between the pair's z (space "z") or lerps between their w (space "w"), without
+    truncation. Noise: G's const maps, the same for every image (redrawn per batch by ppl())."""
+    t = t[:, None]
+    if space == "w":
+        w = G.map(z, track_w_avg=False)  # [2N, num_ws, w_dim]
+        w0, w1 = w[0::2], w[1::2]
+        ws = [w0 + (w1 - w0) * (t + e)[:, :, None] for e in (0, eps)]  # tflib.lerp's formula
+    else:
+        ws = [G.map(slerp(z[0::2], z[1::2], t + e), track_w_avg=False) for e in (0, eps)]
+    img = ppl_crop(G.synthesis(torch.cat(ws), res, alpha, noise_mode="const"), crop)
+    return L(*img.chunk(2)) / eps ** 2
+
+
+def ppl_mean(d):
+    """The official outlier filter: the mean of the distances between the 1st percentile (rounded
+    down to a sample) and the 99th (rounded up)."""
+    d = np.asarray(d, np.float64)
+    lo, hi = np.percentile(d, 1, method="lower"), np.percentile(d, 99, method="higher")
+    return float(d[(lo <= d) & (d <= hi)].mean())
+
+
+def ppl(G, L, space="w", sampling="full", num=100000, res=None, alpha=1.0, crop=True, pairs=16,
+        device="cpu", rank=0, world_size=1, seed=0, what=None):
+    """Perceptual path length of G on rank 0 (None on the other ranks, which compute their share of
+    the `num` samples). 'full' draws t uniform in [0, 1), 'end' takes t = 0. Per batch of `pairs`
+    samples, from a torch.Generator seeded seed + rank: G's noise maps (restored afterwards), 2 *
+    pairs latents, then t. In fp32 without TF32: the two images differ by eps."""
+    if space not in ("z", "w") or sampling not in ("full", "end"):
+        raise ValueError(f"PPL space must be 'z' or 'w' and sampling 'full' or 'end', got {space!r}, "
+                         f"{sampling!r}")
+    res = res or G.cfg.resolution
+    if (res // 8 * 4 if crop else res) < 16:  # VGG pools 4 times
+        raise ValueError(f"PPL needs 16x16 images after the crop, got {res}x{res} images (crop={crop})")
+    share = num // world_size + (rank < num % world_size)
+    g, out, t0 = torch.Generator().manual_seed(seed + rank), [], time.time()
+    maps = [b for name, b in G.named_buffers() if name.endswith("noise_const")]
+    saved = [m.clone() for m in maps]
+    try:
+        with torch.no_grad(), torch.autocast(torch.device(device).type, enabled=False), true_fp32():
+            for i in range(0, share, pairs):
+                n = min(pairs, share - i)
+                for m in maps:  # the official code re-initialises its noise variables per minibatch
+                    m.copy_(torch.randn(m.shape, generator=g))
+                z = torch.randn(2 * n, G.cfg.z_dim, generator=g).to(device)
+                t = (torch.rand(n, generator=g) * (sampling == "full")).to(device)
+                out.append(path_distances(G, L, z, t, space, res, alpha, crop).cpu())
+                if what:
+                    progress(what, 2 * min((i + n) * world_size, num), 2 * num, t0)
+    finally:
+        for m, s in zip(maps, saved):
+            m.copy_(s)
+    d = gather(torch.cat(out) if out else torch.zeros(0), device, world_size)
+    return None if rank else ppl_mean(d.numpy())
+
+
+def is_face_data(dataset):
+    """Unknown data (None) count as faces: the official code always crops."""
+    return dataset is None or any(f in str(dataset.name).lower() for f in FACE_DATA)
+
+
+def evaluate_ppl(G, names, dataset, num, res, alpha, lpips=None, crop=None, batch=32, device="cpu", rank=0,
+                 world_size=1, seed=0, verbose=True):
+    """{name: PPL, "ppl_num": num} on rank 0 for names in PPL_METRICS. lpips: a loaded LPIPS, a
+    (vgg16_path, lin_path) pair or None ($STYLEGAN_VGG16, $STYLEGAN_LPIPS). crop None: the face crop
+    when the dataset holds faces. G makes `batch` images (batch / 2 samples) at a time."""
+    crop = is_face_data(dataset) if crop is None else crop
+    if not names or (res // 8 * 4 if crop else res) < 16:  # skipped below 16x16 after the crop
+        return {}
+    L = lpips if isinstance(lpips, nn.Module) else cached_lpips(*(lpips or (None, None)), device)
+    out = {}
+    for name in names:
+        what = verbose and rank == 0 and f"{name} at {res}x{res} (2 images a sample)"
+        out[name] = ppl(G, L, name[4], name[5:], num, res, alpha, crop, max(batch // 2, 1), device, rank,
+                        world_size, seed, what)
+    return {**out, "ppl_num": num} if rank == 0 else {}
+
+
+# -----------------------------------------------------------------------------
 # Feature extraction over image sets, the real-statistics cache, and evaluate() for train.py
 
 
@@ -542,18 +750,21 @@ def parse_metrics(metrics):
 
 def evaluate(G, dataset, metrics=("fid",), num=50000, res=None, alpha=1.0, psi=1.0, batch=32, device="cpu",
              rank=0, world_size=1, inception=None, cache_dir=None, bf16=False, seed=0, workers=2,
-             verbose=True):
+             verbose=True, lpips=None, crop=None, ppl_num=None):
     """Metrics of generator G against the whole `dataset` at resolution `res` (default: G's).
 
     Every rank generates its share of the `num` images; rank 0 returns the result as a dict
     ({"fid", "kid", "swd", "swd<res>"..., "num", "res", "seconds"}), the other ranks {}.
     `inception`: a weights path, a loaded network, or None for the default weights. SWD uses
-    min(num, 16384) images (ProGAN) and is skipped below 8x8.
+    min(num, 16384) images (ProGAN) and is skipped below 8x8. PPL (ppl_zfull ...) takes ppl_num
+    samples (default num) in fp32 without truncation and needs no dataset; see evaluate_ppl for
+    `lpips` and `crop`.
     """
     if num < world_size:  # a rank with no images could not join the gather
         raise ValueError(f"num ({num}) must be at least the number of processes ({world_size})")
     metrics, res, t0, out = parse_metrics(metrics), res or G.cfg.resolution, time.time(), {}
-    metrics -= {"swd"} if res < 8 else set()
+    ppls = sorted(metrics & set(PPL_METRICS))
+    metrics -= set(ppls) | ({"swd"} if res < 8 else set())
     net = None
     if metrics & {"fid", "kid"}:
         net = inception if isinstance(inception, nn.Module) else cached_inception(inception, device)
@@ -581,6 +792,8 @@ def evaluate(G, dataset, metrics=("fid",), num=50000, res=None, alpha=1.0, psi=1
                                what, num if net else swd_num, world_size, seed + rank)
     feats = gather(feats, device, world_size)
     fake_desc = {r: gather(d, device, world_size) for r, d in fake_desc.items()} if fake_desc else None
+    out.update(evaluate_ppl(G, ppls, dataset, ppl_num or num, res, alpha, lpips, crop, batch, device, rank,
+                            world_size, seed, verbose))
     if rank != 0:
         return {}
     if "fid" in metrics:
@@ -589,7 +802,7 @@ def evaluate(G, dataset, metrics=("fid",), num=50000, res=None, alpha=1.0, psi=1
         out["kid"] = kid(feats, reals["features"])
     if swd_num:
         out.update(swd(fake_desc, real_desc))
-    return {**out, "num": num, "res": res, "seconds": round(time.time() - t0, 1)}
+    return {**out, **({"num": num} if metrics else {}), "res": res, "seconds": round(time.time() - t0, 1)}
 
 
 # -----------------------------------------------------------------------------
@@ -641,11 +854,19 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="*", help="two image folders or .npz statistics files, as pytorch-fid")
-    p.add_argument("--ckpt", help="train.py checkpoint: its G_ema at the resolution and alpha it reached")
-    p.add_argument("--data", help="the real dataset for --ckpt (any source data.py opens)")
-    p.add_argument("--metrics", default="fid", help="comma-separated: fid, kid, swd")
-    p.add_argument("--num", type=int, default=50000, help="generated images (the paper's fid50k)")
+    p.add_argument("--ckpt", help="train.py checkpoint: its G_ema at the resolution and alpha it reached; "
+                   "or one of NVIDIA's pretrained .pkl files (their Gs)")
+    p.add_argument("--data", help="the real dataset for --ckpt (any source data.py opens); none for PPL")
+    p.add_argument("--metrics", default="fid", help=f"comma-separated: {', '.join(METRICS)}")
+    p.add_argument("--num", type=int, help="generated images for FID/KID/SWD (default 50,000, the paper's "
+                   "fid50k) and samples for PPL (default 100,000, the official count)")
     p.add_argument("--inception", help="FID weights (default: $STYLEGAN_INCEPTION, else torch hub's cache)")
+    p.add_argument("--vgg16", help="PPL: torchvision's VGG16 state dict, vgg16-397923af.pth (default: "
+                   "$STYLEGAN_VGG16)")
+    p.add_argument("--lpips", help="PPL: the LPIPS package's linear weights, weights/v0.1/vgg.pth (default: "
+                   "$STYLEGAN_LPIPS)")
+    p.add_argument("--crop", action=argparse.BooleanOptionalAction, help="PPL: crop to the face before "
+                   "LPIPS, as the official code (default: when --data is ffhq, celeba, builtin or absent)")
     p.add_argument("--batch", type=int, default=32, help="images per batch")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster; fp32 for published numbers)")
@@ -657,16 +878,19 @@ def main(argv=None):
     try:
         metrics = parse_metrics(args.metrics)
         if args.ckpt:
-            if not args.data:
+            if not args.data and metrics - set(PPL_METRICS):
                 raise ValueError("--ckpt needs --data, the real images to compare against")
             import data
             import stylegan
             G, info = stylegan.load_generator(args.ckpt, which="G_ema", device=args.device)
-            ds = data.open_dataset(args.data)
-            out = evaluate(G, ds, metrics, args.num, info["res"], info["alpha"], batch=args.batch,
+            ds = data.open_dataset(args.data) if args.data else None
+            out = evaluate(G, ds, metrics, args.num or 50000, info["res"], info["alpha"], batch=args.batch,
                            device=args.device, inception=args.inception, cache_dir=args.cache_dir,
-                           bf16=args.bf16, seed=args.seed, verbose=not args.quiet)
-            out = {"ckpt": args.ckpt, "data": ds.name, **out}
+                           bf16=args.bf16, seed=args.seed, verbose=not args.quiet, crop=args.crop,
+                           lpips=(args.vgg16, args.lpips), ppl_num=args.num or 100000)
+            out = {"ckpt": args.ckpt, "data": ds and ds.name, **out}
+        elif metrics & set(PPL_METRICS):
+            raise ValueError("PPL measures a generator: give --ckpt")
         elif len(args.paths) != 2:
             raise ValueError("give --ckpt and --data, or exactly two folders / .npz files")
         elif args.save_stats:

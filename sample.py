@@ -1,11 +1,14 @@
-"""Images and the paper's figures from a train.py checkpoint alone (Karras et al. 2018,
-arXiv 1812.04948): sample grids, style mixing (figure 3), stochastic variation (figures 4 and 5),
-the truncation trick (figure 8) and a walk through W.
+"""Images and the paper's figures from a train.py checkpoint alone, or from one of NVIDIA's
+pretrained .pkl files (Karras et al. 2018, arXiv 1812.04948): sample grids, style mixing
+(figure 3), stochastic variation (figures 4 and 5), the truncation trick (figure 8) and a walk
+through W. --export-official writes a checkpoint in the official pickle format.
 
     python sample.py --ckpt runs/00000-ffhq-1024/ckpt.pt --seeds 0-63 --psi 0.7 --out samples.png
     python sample.py --ckpt RUN/ckpt.pt --seeds 0-7 --individual          # samples/seed0000.png ...
     python sample.py --ckpt RUN/ckpt.pt --figure mixing --seeds 0-4 --seeds-b 10-15
     python sample.py --ckpt RUN/ckpt.pt --figure noise | truncation | interp
+    python sample.py --ckpt karras2019stylegan-ffhq-1024x1024.pkl --seeds 0-7   # NVIDIA's networks
+    python sample.py --ckpt RUN/ckpt.pt --export-official out.pkl [--build-src networks_stylegan.py]
 
 z for seed s is np.random.RandomState(s).randn(z_dim), the official scripts' convention. The EMA
 generator is used (--which G for the raw one), at the resolution and fade-in alpha the run had
@@ -39,7 +42,8 @@ MAX_SEED = 2 ** 32 - 1  # np.random.RandomState accepts seeds in [0, 2**32)
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--ckpt", required=True, help="train.py checkpoint (RUN/ckpt.pt, a snapshot-*.pt or best.pt)")
+    a("--ckpt", required=True, help="train.py checkpoint (RUN/ckpt.pt, a snapshot-*.pt or best.pt) or "
+      "one of NVIDIA's pretrained networks (karras2019stylegan-*.pkl, read without running its code)")
     a("--seeds", default="0-7", help="seeds: a range '0-63', a list '1,5,9', one '3', or a mix '0-3,9'")
     a("--psi", type=float, default=0.7, help="truncation psi (paper section 2; 1 = no truncation). "
       "Applies to every figure but truncation, which shows its own psi values")
@@ -65,6 +69,11 @@ def get_args(argv=None):
     a("--nrow", type=int, default=8, help="images per row of a plain grid")
     a("--batch", type=int, default=8, help="images generated at once (memory at high resolution)")
     a("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    a("--export-official", metavar="OUT.pkl", default=None, help="instead of images: write --ckpt (a full "
+      "ckpt.pt with G, D and G_ema) as an official-format TensorFlow pickle; --ckpt OUT.pkl reads it back")
+    a("--build-src", default=None, help="--export-official: your copy of the official "
+      "training/networks_stylegan.py, stored as the code TensorFlow runs to rebuild the networks; without "
+      "it a placeholder that only loaders reading the variables accept")
     a("--impl", choices=["auto", "triton", "ref"], default="auto",
       help="fused kernels (kernels.py) or the plain PyTorch references")
     return p.parse_args(argv)
@@ -318,8 +327,24 @@ def pick_device(name):
     return device
 
 
+def export_official(args):
+    """--export-official: the checkpoint's G, D and G_ema as NVIDIA's pickle (stylegan.save_official)."""
+    try:
+        ckpt = sg.read_checkpoint(args.ckpt)
+        src = open(args.build_src).read() if args.build_src else None
+        sg.save_official(args.export_official, ckpt, build_src=src)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"--export-official: {e}") from None
+    res = ckpt["config"]["resolution"]
+    print(f"wrote {args.export_official}: G, D and Gs ({res}x{res}) from {args.ckpt} in NVIDIA's pickle format; "
+          f"build_module_src: {args.build_src or 'a placeholder (TensorFlow needs --build-src)'}")
+    return [args.export_official]
+
+
 def main(argv=None):
     args = get_args(argv)
+    if args.export_official:
+        return export_official(args)
     parse_seeds(args.seeds)  # bad input fails before the checkpoint is read
     if args.seeds_b:
         parse_seeds(args.seeds_b)

@@ -6,15 +6,19 @@ to the parameter: 26,219,627 trainable generator parameters at 1024x1024.
     img = G(torch.randn(4, 512), res=256, alpha=0.5, psi=0.7)    # [4, 3, 256, 256] in ~[-1, 1]
     logits = Discriminator(cfg)(img, alpha=0.5)                  # [4, 1]
 
-Reading order: config, equalized-lr primitives, the layer epilogue (AdaIN), mapping network,
-synthesis network, generator wrapper (truncation, style mixing, w_avg), discriminator, checkpoint
-loading. The per-layer fused operations go through kernels.py (Triton, with PyTorch references).
+Reading order: config (and the paper's Tables 1, 2, 4 by name: PAPER_CONFIGS), equalized-lr
+primitives, the layer epilogue (AdaIN), mapping network, synthesis network, generator wrapper
+(truncation, style mixing, w_avg), discriminator, checkpoint loading, NVIDIA's pretrained pickles
+(load_official, save_official: no TensorFlow, nothing executed).
+The per-layer fused operations go through kernels.py (Triton, with PyTorch references).
 """
 import functools
 import math
 import os
+import pickle
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -36,7 +40,11 @@ class StyleGANConfig:
     fmap_base: int = 8192         # nf(stage) = min(fmap_base / 2**stage, fmap_max)
     fmap_max: int = 512
     use_noise: bool = True        # paper ablation: no per-layer noise inputs at all
-    truncation_cutoff: int = 8    # psi applies to ws[:, :cutoff] (coarse layers, 4x4..32x32)
+    use_styles: bool = True       # False: no AdaIN styles; w enters through the input layer only
+    const_input_layer: bool = True  # False: the traditional input, a dense layer w -> 4x4 (Table 1 B, C)
+    use_pixel_norm: bool = False  # pixel norm after each layer's leaky ReLU (ProGAN's G, Table 1 B)
+    use_instance_norm: bool = True  # instance norm before the style (AdaIN)
+    truncation_cutoff: int = 8    # psi applies to ws[:, :cutoff] (coarse layers, 4x4..32x32); 0 = never
     w_avg_beta: float = 0.995     # EMA of w during training, the centre of truncation
     mbstd_group_size: int = 4
     mbstd_features: int = 1
@@ -46,6 +54,9 @@ class StyleGANConfig:
             raise ValueError(f"resolution must be a power of two >= 4, got {self.resolution}")
         if self.mapping_layers == 0 and self.z_dim != self.w_dim:
             raise ValueError("mapping_layers=0 uses z as w, so z_dim must equal w_dim")
+        if not self.use_styles and self.const_input_layer:
+            raise ValueError("use_styles=False with const_input_layer=True would ignore the latent: "
+                             "the traditional generator needs const_input_layer=False")
 
     @property
     def log2_res(self):
@@ -60,6 +71,32 @@ class StyleGANConfig:
 
     def to_dict(self):
         return asdict(self)
+
+
+# The paper's experiments by name, as the official train.py lists them (its "Table 1/2/4" option
+# lines): StyleGANConfig fields that differ from the default, and the style mixing probability used
+# in training. Table 1 A, the ProGAN generator itself (networks_progan.py), is not built here.
+# The traditional generator: z (pixel-normalised) -> dense 4x4 input, pixel norm after every layer,
+# no styles, no noise, and no truncation (the official truncation_psi=None).
+TRADITIONAL = dict(use_styles=False, use_pixel_norm=True, use_instance_norm=False, mapping_layers=0,
+                   const_input_layer=False, use_noise=False, truncation_cutoff=0)
+PAPER_CONFIGS = {
+    "table1-b": {"cfg": dict(TRADITIONAL), "mixing": 0.0},  # tuned baseline
+    "table1-c": {"cfg": dict(const_input_layer=False, use_noise=False), "mixing": 0.0},  # + mapping, styles
+    "table1-d": {"cfg": dict(use_noise=False), "mixing": 0.0},  # remove traditional input
+    "table1-e": {"cfg": {}, "mixing": 0.0},  # + noise inputs
+    "table1-f": {"cfg": {}, "mixing": 0.9},  # + mixing regularization: the default
+    "table2-mix0": {"cfg": {}, "mixing": 0.0},
+    "table2-mix50": {"cfg": {}, "mixing": 0.5},
+    "table2-mix90": {"cfg": {}, "mixing": 0.9},
+    "table2-mix100": {"cfg": {}, "mixing": 1.0},
+    "table4-traditional-0": {"cfg": dict(TRADITIONAL), "mixing": 0.0},
+    "table4-traditional-8": {"cfg": dict(TRADITIONAL, mapping_layers=8), "mixing": 0.0},
+    "table4-stylebased-0": {"cfg": dict(mapping_layers=0), "mixing": 0.9},
+    "table4-stylebased-1": {"cfg": dict(mapping_layers=1), "mixing": 0.9},
+    "table4-stylebased-2": {"cfg": dict(mapping_layers=2), "mixing": 0.9},
+    "table4-stylebased-8": {"cfg": dict(mapping_layers=8), "mixing": 0.9},
+}
 
 
 def to_uint8(img):
@@ -78,15 +115,17 @@ def check_res(res, cfg):
 # scaled at run time by gain / sqrt(fan_in) * lrmul, so Adam sees every weight at the same scale.
 
 class EqualLinear(nn.Module):
-    def __init__(self, in_features, out_features, gain=math.sqrt(2), lrmul=1.0):
+    def __init__(self, in_features, out_features, gain=math.sqrt(2), lrmul=1.0, bias=True):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lrmul)
-        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.w_scale = gain / math.sqrt(in_features) * lrmul
         self.lrmul = lrmul
 
     def forward(self, x, act=False):
         x = F.linear(x, self.weight * self.w_scale)
+        if self.bias is None:
+            return x
         if act:  # leaky ReLU's sqrt(2) gain already lives in w_scale
             return kernels.bias_lrelu(x, self.bias * self.lrmul)
         return x + (self.bias * self.lrmul).to(x.dtype)
@@ -151,13 +190,22 @@ def pixel_norm(x, eps=1e-8):
     return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + eps)
 
 
+def instance_norm(x, eps=1e-8):
+    """Each [H, W] plane to zero mean and unit variance, statistics in fp32 (official instance_norm)."""
+    u = x.float()
+    u = u - u.mean(dim=(2, 3), keepdim=True)
+    return (u * torch.rsqrt(u.square().mean(dim=(2, 3), keepdim=True) + eps)).to(x.dtype)
+
+
 # ----------------------------------------------------------------------------------------------
 # Synthesis network g
 
 class LayerEpilogue(nn.Module):
     """After every synthesis conv, in the official order: + noise * weight[c] (a fresh N(0, 1) map
-    per layer, weight initialised to 0) -> + bias -> leaky ReLU -> instance norm -> style
-    x * (ys + 1) + yb with (ys, yb) = A(w). One fused kernel: kernels.noise_adain."""
+    per layer, weight initialised to 0) -> + bias -> leaky ReLU -> [pixel norm] -> instance norm ->
+    style x * (ys + 1) + yb with (ys, yb) = A(w). The style-based layer (instance norm and style,
+    no pixel norm) is one fused kernel, kernels.noise_adain; the paper's other generators (the
+    traditional one: pixel norm only) run the steps one by one."""
 
     def __init__(self, cfg, channels, res):
         super().__init__()
@@ -165,7 +213,8 @@ class LayerEpilogue(nn.Module):
         if cfg.use_noise:  # fixed maps for noise_mode="const" (reproducible samples)
             self.register_buffer("noise_const", torch.randn(1, 1, res, res))
         self.bias = nn.Parameter(torch.zeros(channels))
-        self.style = EqualLinear(cfg.w_dim, 2 * channels, gain=1.0)  # A in the paper
+        self.style = EqualLinear(cfg.w_dim, 2 * channels, gain=1.0) if cfg.use_styles else None  # A
+        self.use_pixel_norm, self.use_instance_norm = cfg.use_pixel_norm, cfg.use_instance_norm
 
     def forward(self, x, w, noise_mode):
         N, C, H, W = x.shape
@@ -174,22 +223,38 @@ class LayerEpilogue(nn.Module):
             noise = torch.randn(N, 1, H, W, device=x.device, dtype=x.dtype)
         elif self.noise_weight is not None and noise_mode == "const":
             noise = self.noise_const.to(x.dtype).expand(N, -1, -1, -1)
-        # The style is tiny ([N, 2C]); keep it in fp32 so that ys + 1 does not round in bf16.
-        with torch.autocast(x.device.type, enabled=False):
-            ys, yb = self.style(w.float()).chunk(2, dim=1)
-        return kernels.noise_adain(x, noise, self.noise_weight, self.bias, ys + 1, yb)
+        ys = yb = None
+        if self.style is not None:
+            # The style is tiny ([N, 2C]); keep it in fp32 so that ys + 1 does not round in bf16.
+            with torch.autocast(x.device.type, enabled=False):
+                ys, yb = self.style(w.float()).chunk(2, dim=1)
+            if self.use_instance_norm and not self.use_pixel_norm:
+                return kernels.noise_adain(x, noise, self.noise_weight, self.bias, ys + 1, yb)
+        if noise is not None:
+            x = x + noise * self.noise_weight.to(x.dtype).view(1, -1, 1, 1)
+        x = kernels.bias_lrelu(x, self.bias)
+        if self.use_pixel_norm:
+            x = pixel_norm(x.float()).to(x.dtype)
+        if self.use_instance_norm:
+            x = instance_norm(x)
+        if ys is not None:
+            x = (x.float() * (ys + 1)[:, :, None, None] + yb[:, :, None, None]).to(x.dtype)
+        return x
 
 
 class SynthesisBlock(nn.Module):
-    """One resolution: [const | upsample-conv 3x3 + blur] -> epilogue -> conv 3x3 -> epilogue,
-    plus the ToRGB used when this is the output resolution."""
+    """One resolution: [const | dense(w) | upsample-conv 3x3 + blur] -> epilogue -> conv 3x3 ->
+    epilogue, plus the ToRGB used when this is the output resolution."""
 
     def __init__(self, cfg, res):
         super().__init__()
         stage = int(math.log2(res))
         out_ch = cfg.nf(stage - 1)
-        if res == 4:
+        if res == 4 and cfg.const_input_layer:
             self.const = nn.Parameter(torch.ones(1, out_ch, 4, 4))  # official init: ones
+        elif res == 4:  # the traditional input (ProGAN): w -> 4x4xC; official gain sqrt(2)/4 to
+            # match ProGAN's, no bias of its own (the epilogue's is per channel)
+            self.dense = EqualLinear(cfg.w_dim, out_ch * 16, gain=math.sqrt(2) / 4, bias=False)
         else:
             self.conv0 = EqualConv2d(cfg.nf(stage - 2), out_ch, 3, up=True, fused=res >= 128,
                                      bias=False)  # the biases of synthesis convs are the epilogue's
@@ -200,10 +265,12 @@ class SynthesisBlock(nn.Module):
         self.res = res
 
     def forward(self, x, w0, w1, noise_mode):
-        if self.res == 4:
+        if self.res > 4:
+            x = blur(self.conv0.conv(x))
+        elif hasattr(self, "const"):
             x = self.const.expand(w0.shape[0], -1, -1, -1)
         else:
-            x = blur(self.conv0.conv(x))
+            x = self.dense(w0).view(w0.shape[0], -1, 4, 4)  # [N, C * 16] -> [N, C, 4, 4], as TF's reshape
         x = self.epi0(x, w0, noise_mode)
         return self.epi1(self.conv1.conv(x), w1, noise_mode)
 
@@ -270,9 +337,9 @@ class Generator(nn.Module):
         return self.truncate(ws, psi)
 
     def truncate(self, ws, psi):
-        if psi == 1:
-            return ws
         cut = self.cfg.truncation_cutoff
+        if psi == 1 or cut == 0:
+            return ws
         ws = ws.clone()
         ws[:, :cut] = self.w_avg.to(ws.dtype).lerp(ws[:, :cut], psi)
         return ws
@@ -283,6 +350,8 @@ class Generator(nn.Module):
         res = check_res(self.cfg.resolution if res is None else res, self.cfg)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        if mixing > 0 and not self.cfg.use_styles:  # only ws[:, 0] is read: nothing to mix
+            raise ValueError("style mixing needs styles; this generator has use_styles=False")
         ws = self.map(z)
         num_layers = 2 * int(math.log2(res)) - 2
         if mixing > 0 and num_layers > 1 and torch.rand(()) < mixing:
@@ -365,17 +434,28 @@ class Discriminator(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Checkpoints (written by train.py): the config travels with the weights.
 
-def load_generator(path, which="G_ema", device="cpu"):
-    """Rebuild a generator from a train.py checkpoint alone. Returns (G, info) where info holds
-    the resolution and alpha the run had reached and the images shown."""
+def read_checkpoint(path, device="cpu"):
+    """A train.py checkpoint, or one of NVIDIA's .pkl files (read_official) -> the checkpoint dict:
+    config, state dicts G, D and G_ema (a snapshot holds G_ema only), res, alpha, cur_nimg."""
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint not found: {path}")
+    if path.endswith(".pkl"):
+        return read_official(path)
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         raise ValueError(f"{path} is not a readable torch checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "config" not in ckpt or which not in ckpt:
-        raise ValueError(f"{path} is not a stylegan train.py checkpoint (no 'config' or '{which}')")
+    if not isinstance(ckpt, dict) or "config" not in ckpt:
+        raise ValueError(f"{path} is not a stylegan train.py checkpoint (no 'config')")
+    return ckpt
+
+
+def load_generator(path, which="G_ema", device="cpu"):
+    """Rebuild a generator from a train.py checkpoint (or an official .pkl) alone. Returns (G, info)
+    where info holds the resolution and alpha the run had reached and the images shown."""
+    ckpt = read_checkpoint(path, device)
+    if which not in ckpt:
+        raise ValueError(f"{path} is not a stylegan train.py checkpoint (no '{which}')")
     G = Generator(StyleGANConfig(**ckpt["config"])).to(device)
     G.load_state_dict(ckpt[which])
     G.eval().requires_grad_(False)
@@ -383,3 +463,262 @@ def load_generator(path, which="G_ema", device="cpu"):
     info["res"] = info["res"] or G.cfg.resolution
     info["alpha"] = 1.0 if info["alpha"] is None else info["alpha"]
     return G, info
+
+
+# ----------------------------------------------------------------------------------------------
+# NVIDIA's pretrained networks (karras2019stylegan-*.pkl): TensorFlow pickles of a tuple (G, D, Gs)
+# of dnnlib.tflib.network.Network, each pickled as a dict {version, name, static_kwargs, components,
+# build_module_src, build_func_name, variables}: (local name, float32 array) pairs, and the
+# sub-networks G_mapping and G_synthesis in components. TensorFlow rebuilds a network by executing
+# build_module_src; here a restricted unpickler builds that class as an inert record, and numpy
+# arrays, nothing else. Both sides store weights alike (N(0, 1/lrmul), times gain / sqrt(fan_in) *
+# lrmul at run time; biases times lrmul), so values copy exactly, transposed from TF's
+# [kh, kw, in, out] and [in, out].
+
+class OfficialNetwork:
+    """Inert stand-in for dnnlib.tflib.network.Network: unpickling sets its attributes from the
+    pickled state dict (name, variables, components, ...) and runs nothing."""
+
+    def __init__(self, **state):
+        self.__dict__.update(state)
+
+
+# The only globals an official file references (numpy 2 spells numpy.core numpy._core); numpy's
+# array helpers are taken from its own reductions, so that no deprecated module is imported.
+OFFICIAL_GLOBALS = {("dnnlib.tflib.network", "Network"): OfficialNetwork, ("numpy", "ndarray"): np.ndarray,
+                    ("numpy", "dtype"): np.dtype,
+                    **{(m, f.__name__): f for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+                       for f in (np.zeros(0).__reduce__()[0], np.float32(0).__reduce__()[0])}}
+OFFICIAL_NAMES = {obj: key for key, obj in reversed(OFFICIAL_GLOBALS.items())}  # written as numpy.core
+OFFICIAL_FUNCS = ("G_style", "G_mapping", "G_synthesis", "D_basic")
+# static_kwargs named otherwise than their StyleGANConfig field (the rest share the name), and
+# official options built here at one value only (unless a config field of that name exists).
+OFFICIAL_RENAMES = dict(latent_size="z_dim", dlatent_size="w_dim", dlatent_avg_beta="w_avg_beta",
+                        mbstd_num_features="mbstd_features")
+OFFICIAL_FIXED = dict(label_size=0, fmap_decay=1.0, nonlinearity="lrelu", mapping_nonlinearity="lrelu",
+                      use_wscale=True, normalize_latents=True, blur_filter=[1, 2, 1], fused_scale="auto",
+                      use_styles=True, const_input_layer=True, use_pixel_norm=False, use_instance_norm=True)
+OFFICIAL_PLACEHOLDER_SRC = ("raise RuntimeError('written by stylegan.py (PyTorch) without the official "
+                            "networks_stylegan.py: export it with --build-src to load it in TensorFlow')\n")
+# TF's dense [in, out] and conv [kh, kw, in, out] <-> torch's [out, in] and [out, in, kh, kw]
+TF_TO_TORCH, TORCH_TO_TF = {2: (1, 0), 4: (3, 2, 0, 1)}, {2: (1, 0), 4: (2, 3, 1, 0)}
+
+
+def relayout(key, t, perms):
+    return t.permute(perms[t.ndim]).contiguous() if key.endswith(".weight") else t
+
+
+def weight_bias(key, name):
+    return {f"{key}.{p}": f"{name}/{p}" for p in ("weight", "bias")}
+
+
+def official_names(cfg):
+    """({G state_dict key: official name}, {D key: name}) in the order networks_stylegan.py creates the
+    variables; a sub-network's variables carry its name, as in tflib's Network.vars."""
+    L, syn = cfg.log2_res, "G_synthesis/"
+    # the paper's Table 1 generators (no styles, a dense input layer), where the config has them
+    styles, const = getattr(cfg, "use_styles", True), getattr(cfg, "const_input_layer", True)
+    g = {"w_avg": "dlatent_avg"}
+    if cfg.use_noise:
+        g.update({f"synthesis.blocks.{i // 2}.epi{i % 2}.noise_const": f"{syn}noise{i}"
+                  for i in range(cfg.num_ws)})
+    for b in range(L - 1):
+        r, pre = 2 ** (b + 2), f"synthesis.blocks.{b}."
+        scopes = (f"{r}x{r}/Conv0_up", f"{r}x{r}/Conv1") if r > 4 else \
+            ("4x4/Const" if const else "4x4/Dense", "4x4/Conv")
+        for j, scope in enumerate(scopes):
+            if r > 4 or j == 1:
+                g[f"{pre}conv{j}.weight"] = f"{syn}{scope}/weight"
+            elif const:
+                g[pre + "const"] = f"{syn}4x4/Const/const"
+            else:  # the traditional input, a dense layer w -> 4x4
+                g[pre + "dense.weight"] = f"{syn}4x4/Dense/weight"
+            if cfg.use_noise:
+                g[f"{pre}epi{j}.noise_weight"] = f"{syn}{scope}/Noise/weight"
+            g[f"{pre}epi{j}.bias"] = f"{syn}{scope}/bias"
+            g.update(weight_bias(f"{pre}epi{j}.style", f"{syn}{scope}/StyleMod") if styles else {})
+        g.update(weight_bias(pre + "torgb", f"{syn}ToRGB_lod{L - b - 2}"))
+    for i in range(cfg.mapping_layers):
+        g.update(weight_bias(f"mapping.layers.{i}", f"G_mapping/Dense{i}"))
+    d = weight_bias(f"fromrgb.{L - 2}", "FromRGB_lod0")
+    for s in range(L, 2, -1):  # D runs from the top resolution down
+        d.update({**weight_bias(f"blocks.{s - 3}.conv0", f"{2 ** s}x{2 ** s}/Conv0"),
+                  **weight_bias(f"blocks.{s - 3}.conv1", f"{2 ** s}x{2 ** s}/Conv1_down"),
+                  **weight_bias(f"fromrgb.{s - 3}", f"FromRGB_lod{L - s + 1}")})
+    for key in ("conv", "dense0", "dense1"):
+        d.update(weight_bias(key, f"4x4/{key.capitalize()}"))
+    return g, d
+
+
+class OfficialUnpickler(pickle.Unpickler):
+    """Builds only OFFICIAL_GLOBALS. Any other global (os.system, builtins.eval, an unknown class)
+    is refused before it is imported or looked up, so nothing from the file runs."""
+
+    def find_class(self, module, name):
+        if (module, name) not in OFFICIAL_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: official StyleGAN pickles "
+                                         f"reference only dnnlib.tflib.network.Network and numpy arrays")
+        return OFFICIAL_GLOBALS[module, name]
+
+
+def official_variables(net, path):
+    """A Network record -> {name: float32 array}, with its sub-networks' under their names."""
+    if not isinstance(net, OfficialNetwork):
+        raise ValueError(f"{path}: a {type(net).__name__} where a dnnlib.tflib Network should be")
+    out = {}
+    for name, value in net.variables:
+        if not isinstance(value, (np.ndarray, np.generic)) or value.dtype != np.float32:
+            raise ValueError(f"{path}: {net.name}/{name} is {type(value).__name__}, not a float32 array")
+        out[name] = np.asarray(value)
+    for comp in net.components.values():
+        out.update({f"{comp.name}/{k}": v for k, v in official_variables(comp, path).items()})
+    return out
+
+
+def official_config(g, d, kwargs):
+    """The config of official G variables g and D variables d. Shapes decide what they show; the
+    static_kwargs give the rest (mapping lrmul, truncation, mbstd group) and are refused where they
+    ask for an architecture this project does not build."""
+    fields = StyleGANConfig.__dataclass_fields__
+    for k, v in OFFICIAL_FIXED.items():
+        if k not in fields and kwargs.get(k, v) != v:
+            raise ValueError(f"the network was built with {k}={kwargs[k]!r}; this project builds {k}={v!r} "
+                             f"only")
+    cfg = {OFFICIAL_RENAMES.get(k, k): v for k, v in kwargs.items()
+           if OFFICIAL_RENAMES.get(k, k) in fields and v is not None}
+    L = 1 + sum(n.startswith("G_synthesis/ToRGB_lod") and n.endswith("/weight") for n in g)
+    nf = [d["4x4/Dense0/bias"].shape[0]] + [g[f"G_synthesis/ToRGB_lod{L - 1 - s}/weight"].shape[2]
+                                            for s in range(1, L)]  # nf(stage) for stages 0..L-1
+    dense = [g[f"G_mapping/Dense{i}/weight"]
+             for i in range(sum(n.startswith("G_mapping/Dense") and n.endswith("/weight") for n in g))]
+    w_dim = g["dlatent_avg"].shape[0]
+    cfg.update(resolution=2 ** L, num_channels=g["G_synthesis/ToRGB_lod0/weight"].shape[3], w_dim=w_dim,
+               z_dim=dense[0].shape[0] if dense else w_dim, mapping_layers=len(dense), fmap_max=max(nf),
+               use_noise="G_synthesis/noise0" in g, mbstd_features=d["4x4/Conv/weight"].shape[2] - nf[1])
+    if len(dense) > 1:
+        cfg["mapping_fmaps"] = dense[0].shape[1]
+    below = [(c, s) for s, c in enumerate(nf) if c < max(nf)]
+    if below:  # the first stage under the cap fixes fmap_base; with none, any base >= the cap's works
+        cfg["fmap_base"] = below[0][0] * 2 ** below[0][1]
+    return StyleGANConfig(**cfg)
+
+
+def from_official(variables, names, shapes, where):
+    """Official variables -> a state dict in which every variable but lod fills exactly one tensor."""
+    missing = [n for n in names.values() if n not in variables]
+    extra = sorted(set(variables) - set(names.values()) - {n for n in variables if n.split("/")[-1] == "lod"})
+    if missing or extra:
+        raise ValueError(f"{where} does not match the config read from it: missing {missing[:4]}, "
+                         f"unexpected {extra[:4]}")
+    state = {k: relayout(k, torch.from_numpy(variables[n]), TF_TO_TORCH) for k, n in names.items()}
+    bad = [f"{names[k]} {tuple(t.shape)}" for k, t in state.items() if t.shape != shapes[k]]
+    if bad:
+        raise ValueError(f"{where}: shapes that do not fit the config read from it: {bad[:4]}")
+    return state
+
+
+def read_official(path):
+    """NVIDIA's pickle -> a train.py-shaped checkpoint holding the networks only: config (read from
+    the variables), state dicts G, D and G_ema (from Gs), res and alpha (from lod). Nothing in the
+    file is executed: build_module_src stays text, and only OFFICIAL_GLOBALS can be built."""
+    try:
+        with open(path, "rb") as f:
+            nets = OfficialUnpickler(f).load()
+    except Exception as e:  # a refused global, a truncated or a foreign file
+        raise ValueError(f"{path} is not a readable official StyleGAN pickle ({type(e).__name__}: {e})") \
+            from None
+    if not (isinstance(nets, tuple) and len(nets) == 3 and all(isinstance(n, OfficialNetwork) for n in nets)):
+        raise ValueError(f"{path} is not an official StyleGAN pickle: it holds a {type(nets).__name__}, "
+                         f"not the networks (G, D, Gs)")
+    try:
+        g, d, gs = (official_variables(net, path) for net in nets)
+        for net, func in zip(nets, ("G_style", "D_basic", "G_style")):
+            if net.build_func_name != func:
+                raise ValueError(f"{path}: {net.name} is built by {net.build_func_name!r}, not StyleGAN's "
+                                 f"{func} (a StyleGAN2 or ProGAN pickle?)")
+        cfg = official_config(gs, d, {**nets[1].static_kwargs, **nets[2].static_kwargs})
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(f"{path} is not a StyleGAN network pickle ({type(e).__name__}: {e})") from None
+    # lod = log2(final / res) while res is stable, + (1 - alpha) while res fades in
+    lod = min(max(float(gs.get("lod", 0.0)), 0.0), cfg.log2_res - 2)
+    ckpt = dict(config=cfg.to_dict(), res=2 ** (cfg.log2_res - math.floor(lod)), alpha=round(1 - lod % 1, 6),
+                cur_nimg=None)
+    with torch.device("meta"):  # shapes only
+        shapes = [{k: v.shape for k, v in net.state_dict().items()}
+                  for net in (Generator(cfg), Discriminator(cfg))]
+    names = official_names(cfg)
+    for key, variables, i in (("G", g, 0), ("D", d, 1), ("G_ema", gs, 0)):
+        ckpt[key] = from_official(variables, names[i], shapes[i], f"{path} ({key})")
+    return ckpt
+
+
+def load_official(path, device="cpu"):
+    """NVIDIA's pretrained networks as this project's G, D and G_ema (from Gs), with w_avg from
+    dlatent_avg and the noise_mode="const" maps from noise0...; returns G, D, G_ema and info (res,
+    alpha, cur_nimg, as load_generator)."""
+    ckpt = read_official(path)
+    cfg = StyleGANConfig(**ckpt["config"])
+    with torch.device("meta"):  # no random init to throw away: the file fills every tensor
+        nets = Generator(cfg), Discriminator(cfg), Generator(cfg)
+    for net, key in zip(nets, ("G", "D", "G_ema")):
+        net.load_state_dict(ckpt[key], assign=True)
+    G, D, G_ema = (net.to(device) for net in nets)
+    return G, D, G_ema.eval().requires_grad_(False), {k: ckpt[k] for k in ("res", "alpha", "cur_nimg")}
+
+
+class OfficialPickler(pickle._Pickler):  # the pure-Python pickler: its save_global can be replaced
+    """Writes each global under the name official files use (numpy.core, also under numpy 2), so that
+    their loaders read ours; only OFFICIAL_GLOBALS can be written."""
+
+    def save_global(self, obj, name=None):
+        module, name = OFFICIAL_NAMES[obj]
+        self.save(module)
+        self.save(name)
+        self.write(pickle.STACK_GLOBAL)
+        self.memoize(obj)
+
+
+def to_official(state, names):
+    """A state dict -> {official name: float32 array}, in TF's layouts."""
+    return {n: relayout(k, state[k].detach().cpu().float(), TORCH_TO_TF).numpy() for k, n in names.items()}
+
+
+def official_network(name, func, variables, kwargs, src, **components):
+    return OfficialNetwork(version=3, name=name, static_kwargs=dict(kwargs), components=components,
+                           build_module_src=src, build_func_name=func, variables=variables)
+
+
+def official_generator(name, state, cfg, kwargs, lod, src):
+    """G_style's record and its components G_synthesis and G_mapping (created in that order)."""
+    v = to_official(state, official_names(cfg)[0])
+    syn_vars, map_vars = ([(n[len(s):], a) for n, a in v.items() if n.startswith(s)]
+                          for s in ("G_synthesis/", "G_mapping/"))
+    broadcast = cfg.num_ws if getattr(cfg, "use_styles", True) else 1  # the ws that G_synthesis takes
+    map_kwargs = {**kwargs, "dlatent_broadcast": broadcast}
+    return official_network(
+        name, "G_style", [("lod", lod), ("dlatent_avg", v["dlatent_avg"])], kwargs, src,
+        synthesis=official_network("G_synthesis", "G_synthesis", [("lod", lod)] + syn_vars, kwargs, src),
+        mapping=official_network("G_mapping", "G_mapping", map_vars, map_kwargs, src))
+
+
+def save_official(path, ckpt, build_src=None):
+    """A train.py checkpoint (config, G, D, G_ema) -> NVIDIA's pickle format with the same state
+    layout, so read_official(path) gives every tensor back exactly. build_src: the text of the
+    official networks_stylegan.py, which TensorFlow executes to rebuild the networks; without it a
+    placeholder that says so (loaders that read only the variables never look at it)."""
+    if not {"config", "G", "D", "G_ema"} <= ckpt.keys():
+        raise ValueError("needs a full train.py checkpoint (ckpt.pt: config, G, D, G_ema); snapshot-*.pt "
+                         "and best.pt hold G_ema only")
+    if build_src is not None and not all(f"def {f}(" in build_src for f in OFFICIAL_FUNCS):
+        raise ValueError(f"the build source does not define {', '.join(OFFICIAL_FUNCS)}: it is not "
+                         f"networks_stylegan.py")
+    cfg, src = StyleGANConfig(**ckpt["config"]), build_src or OFFICIAL_PLACEHOLDER_SRC
+    lod = np.float32(cfg.log2_res - math.log2(ckpt.get("res") or cfg.resolution) + 1 - ckpt.get("alpha", 1.0))
+    renamed = {v: k for k, v in OFFICIAL_RENAMES.items()}
+    kwargs = dict(label_size=0, **{renamed.get(k, k): v for k, v in cfg.to_dict().items()})
+    d = list(to_official(ckpt["D"], official_names(cfg)[1]).items())
+    nets = (official_generator("G", ckpt["G"], cfg, kwargs, lod, src),
+            official_network("D", "D_basic", [("lod", lod)] + d, kwargs, src),
+            official_generator("Gs", ckpt["G_ema"], cfg, kwargs, lod, src))
+    with open(path, "wb") as f:
+        OfficialPickler(f, protocol=4).dump(nets)  # protocol 4: arrays as the official files hold them

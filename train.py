@@ -412,9 +412,11 @@ def train(rank, args):
                 f.write(line.lstrip("\n") + "\n")
 
     ckpt = torch.load(args.resume_path, map_location="cpu", weights_only=True) if args.resume_path else None
+    # NVIDIA's pickle (--resume X.pkl) holds the networks only: a new run starts from them
+    nets = ckpt or (sg.read_official(args.official) if args.official else None)
     torch.manual_seed(args.seed)  # identical initial weights on every process
-    if ckpt:
-        cfg = sg.StyleGANConfig(**ckpt["config"])
+    if nets:
+        cfg = sg.StyleGANConfig(**nets["config"])
     else:
         base = sg.StyleGANConfig()
         cfg = sg.StyleGANConfig(
@@ -425,9 +427,9 @@ def train(rank, args):
             num_channels=3, use_noise=not args.no_noise, mbstd_group_size=args.mbstd_group)
     G, D = sg.Generator(cfg), sg.Discriminator(cfg)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    if ckpt:
+    if nets:
         for net, key in ((G, "G"), (D, "D"), (G_ema, "G_ema")):
-            net.load_state_dict(ckpt[key])
+            net.load_state_dict(nets[key])
     G, D, G_ema = G.to(device), D.to(device), G_ema.to(device)
 
     cur_nimg, step = (ckpt["cur_nimg"], ckpt["step"]) if ckpt else (0, 0)
@@ -630,6 +632,15 @@ def prepare(args):
         args.resume_path = args.resume
     else:
         args.resume_path = None
+    args.official = None
+    if args.resume_path and args.resume_path.endswith(".pkl"):  # NVIDIA's pickle: a new run fine-tunes it
+        try:
+            res = sg.read_official(args.resume_path)["config"]["resolution"]
+        except ValueError as e:
+            raise SystemExit(f"--resume: {e}")
+        args.official, args.resume_path = args.resume_path, None
+        args.final_res = args.start_res = res  # the final resolution, stable phase, fresh optimizers
+        print(f"--resume {args.official}: NVIDIA's {res}x{res} networks, fine-tuned at {res}x{res} from 0 kimg")
     ckpt_args = {}
     if args.resume_path:
         try:  # mmap: only the flags and config are read here; each process loads the weights itself
@@ -654,12 +665,16 @@ def prepare(args):
     except ValueError as e:
         raise SystemExit(f"--data: {e}")
     args.data, args.data_name = source, args.dataset.name
-    if not args.resume_path:
+    if not args.resume_path and not args.official:
         preset = CFGS[args.cfg].get("res", args.dataset.resolution)
         args.final_res = args.res or min(preset, args.dataset.resolution)
     res = args.final_res
     if res < 4 or res & (res - 1):
         raise SystemExit(f"--res must be a power of two >= 4, got {res}")
+    if args.official and args.dataset.resolution != res:
+        raise SystemExit(f"--resume {args.official}: the network is {res}x{res}, the dataset "
+                         f"{args.dataset.resolution}x{args.dataset.resolution}; fine-tuning needs data at the "
+                         f"network's resolution (python data.py --res {res} prepares it)")
     if res > args.dataset.resolution:
         raise SystemExit(f"--res {res} is above the dataset's resolution {args.dataset.resolution}")
     if args.start_res > res or args.start_res & (args.start_res - 1) or args.start_res < 4:
