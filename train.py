@@ -95,6 +95,10 @@ def get_args(argv=None):
     g.add_argument("--w-dim", type=int, default=None, help="z and w dimension (official 512)")
     g.add_argument("--mapping-layers", type=int, default=None, help="mapping depth (official 8; 0 = z as w)")
     g.add_argument("--no-noise", action="store_true", help="no per-layer noise inputs (ablation)")
+    g.add_argument("--config", choices=list(sg.PAPER_CONFIGS), default=None, metavar="NAME",
+                   help="a generator of the paper's Tables 1, 2 and 4 with its style mixing probability "
+                   "(stylegan.PAPER_CONFIGS): " + ", ".join(sg.PAPER_CONFIGS) + ". Default: table1-f, "
+                   "the full StyleGAN; --mapping-layers, --no-noise and --mixing given explicitly win")
     g.add_argument("--mbstd-group", type=int, default=4, help="minibatch stddev group size (official 4)")
     args = p.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
@@ -104,6 +108,8 @@ def get_args(argv=None):
     for k, v in CFGS[args.cfg].items():  # explicit flags still win over the preset
         if k not in args.given and k != "res":
             setattr(args, k, v)
+    if args.config and "mixing" not in args.given:
+        args.mixing = sg.PAPER_CONFIGS[args.config]["mixing"]
     return args
 
 
@@ -393,6 +399,24 @@ def fmt_time(s):
 # ----------------------------------------------------------------------------------------------
 # Training
 
+def new_config(args):
+    """The network of a new run: the official one, a paper configuration (--config), and the size
+    and ablation flags; flags given explicitly win over the configuration."""
+    paper = dict(sg.PAPER_CONFIGS[args.config]["cfg"]) if args.config else {}
+    if "mapping_layers" in args.given:
+        paper.pop("mapping_layers", None)
+    if "noise" in args.given:
+        paper.pop("use_noise", None)
+    base = sg.StyleGANConfig()
+    return sg.StyleGANConfig(**{
+        **dict(z_dim=args.w_dim or base.z_dim, w_dim=args.w_dim or base.w_dim,
+               mapping_fmaps=args.w_dim or base.mapping_fmaps,
+               mapping_layers=base.mapping_layers if args.mapping_layers is None else args.mapping_layers,
+               use_noise=not args.no_noise), **paper,
+        **dict(resolution=args.final_res, fmap_base=args.fmap_base or base.fmap_base,
+               fmap_max=args.fmap_max or base.fmap_max, num_channels=3, mbstd_group_size=args.mbstd_group)})
+
+
 def train(rank, args):
     rank, world, device = setup_distributed(rank, args)
     args.device = device
@@ -415,16 +439,7 @@ def train(rank, args):
     # NVIDIA's pickle (--resume X.pkl) holds the networks only: a new run starts from them
     nets = ckpt or (sg.read_official(args.official) if args.official else None)
     torch.manual_seed(args.seed)  # identical initial weights on every process
-    if nets:
-        cfg = sg.StyleGANConfig(**nets["config"])
-    else:
-        base = sg.StyleGANConfig()
-        cfg = sg.StyleGANConfig(
-            resolution=args.final_res, z_dim=args.w_dim or base.z_dim, w_dim=args.w_dim or base.w_dim,
-            mapping_fmaps=args.w_dim or base.mapping_fmaps,
-            mapping_layers=base.mapping_layers if args.mapping_layers is None else args.mapping_layers,
-            fmap_base=args.fmap_base or base.fmap_base, fmap_max=args.fmap_max or base.fmap_max,
-            num_channels=3, use_noise=not args.no_noise, mbstd_group_size=args.mbstd_group)
+    cfg = sg.StyleGANConfig(**nets["config"]) if nets else new_config(args)
     G, D = sg.Generator(cfg), sg.Discriminator(cfg)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     if nets:
@@ -677,6 +692,9 @@ def prepare(args):
                          f"network's resolution (python data.py --res {res} prepares it)")
     if res > args.dataset.resolution:
         raise SystemExit(f"--res {res} is above the dataset's resolution {args.dataset.resolution}")
+    if args.config and not sg.PAPER_CONFIGS[args.config]["cfg"].get("use_styles", True) and args.mixing > 0:
+        raise SystemExit(f"--mixing {args.mixing}: the traditional generator of --config {args.config} has no "
+                         f"styles to mix; use --mixing 0")
     if args.start_res > res or args.start_res & (args.start_res - 1) or args.start_res < 4:
         raise SystemExit(f"--start-res must be a power of two between 4 and {res}, got {args.start_res}")
     world = int(os.environ.get("WORLD_SIZE", args.gpus))

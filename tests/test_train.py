@@ -282,3 +282,17 @@ def test_long_run_is_announced(capsys):
     assert len(logged) == 1 and "3d 0h" in logged[0] and "--cfg quick" in logged[0]
     train.note_long_run([0, 0.0, False], 3600, args, torch.device("cpu"), logged.append)
     assert len(logged) == 1  # an hour is not worth a warning
+
+
+@pytest.mark.parametrize("name", ["table1-b", "table1-c", "table4-stylebased-1"])
+def test_paper_config_trains(tmp_path, name):
+    """--config NAME builds the paper's generator (recorded in the checkpoint) with its mixing."""
+    run_dir = run(tmp_path, "--kimg", "0.016", "--config", name)
+    ckpt = load(run_dir)
+    for k, v in sg.PAPER_CONFIGS[name]["cfg"].items():
+        assert ckpt["config"][k] == v, k
+    assert ckpt["args"]["mixing"] == sg.PAPER_CONFIGS[name]["mixing"]
+    G, _ = sg.load_generator(os.path.join(run_dir, "ckpt.pt"))
+    assert G(torch.randn(2, 16), res=8).shape == (2, 3, 8, 8)
+    with pytest.raises(SystemExit, match="no styles to mix"):
+        train.main(TINY + ["--config", "table1-b", "--mixing", "0.5", "--out", str(tmp_path / "x")])
