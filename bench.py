@@ -4,8 +4,14 @@ loader, and what they add up to over the official FFHQ 1024 schedule (25M images
     python bench.py --json bench.json        # the full tables on a GPU (a few minutes)
     python bench.py --smoke                  # every part at tiny sizes, on a CPU in seconds
     python bench.py --parts kernels,copy     # some parts only
+    python bench.py --parts count            # launches, bytes, FLOPs of a 1024 step; any machine, seconds
 
 Parts, in the order they run:
+  count       one training iteration (train.train_step at --res, stable, --batch; the official full-size
+              networks; bf16 autocast; the Triton kernels) counted on fake tensors, without running
+              anything: kernel launches (torch ops and Triton), GB moved, TFLOP, host syncs, and the
+              roofline time of an H100 SXM (4 TB/s, 989 TFLOP/s dense bf16, 3 us per launch) per step
+              and per kimg, with the ten most expensive entries.
   copy        device copy bandwidth, y.copy_(x) of a large tensor: the ceiling of a memory-bound op.
   matmul      a large matmul in the training dtype: a measured compute ceiling (MFU falls back to it).
   kernels     kernels.noise_adain and kernels.bias_lrelu (Triton) against the eager PyTorch reference
@@ -32,6 +38,7 @@ CUDA timings use triton.testing.do_bench (median, L2 flushed between calls); CPU
 timer loop (median). TF32 is left as train.py leaves it (recorded in the JSON's meta).
 """
 import argparse
+import contextlib
 import copy
 import datetime
 import json
@@ -51,15 +58,19 @@ import torch.distributed as dist
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
+from torch.overrides import TorchFunctionMode  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._pytree import tree_flatten  # noqa: E402
 from torch.utils.flop_counter import flop_registry  # noqa: E402
+from torch.utils.weak import WeakIdKeyDictionary  # noqa: E402
 
 import data  # noqa: E402
 import kernels  # noqa: E402
 import stylegan as sg  # noqa: E402
 import train  # noqa: E402
 
-PARTS = ("copy", "matmul", "kernels", "train", "loader", "projection", "profile")
+PARTS = ("count", "copy", "matmul", "kernels", "train", "loader", "projection", "profile")
 OFFICIAL = {1: 41 * 86400 + 4 * 3600, 8: 6 * 86400 + 14 * 3600}  # seconds, V100, NVlabs/stylegan README
 OFFICIAL_KIMG, OFFICIAL_PHASE_KIMG, OFFICIAL_START = 25000, 600, 8
 # Dense bf16/fp16 tensor-core peaks from NVIDIA's data sheets, TFLOP/s; first match of the name wins.
@@ -99,6 +110,9 @@ def get_args(argv=None):
     a("--data", default="builtin", help="dataset for the loader column (as train.py --data)")
     a("--loader-seconds", type=float, default=3.0, help="seconds of loading per resolution")
     a("--workers", type=int, default=None, help="loader worker processes (default: data.py's)")
+    a("--res", type=int, default=None, help="resolution of the count part (default 1024; 16 with --smoke)")
+    a("--batch", type=int, default=None, help="batch of the count part (default: the official 1-GPU batch at "
+      "--res, 4 at 1024; 8 with --smoke)")
     a("--profile-res", type=int, default=None, help="resolution of the step profile (default: the "
       "highest training resolution)")
     args = p.parse_args(argv)
@@ -116,6 +130,10 @@ def get_args(argv=None):
             if k.replace("_", "-") not in given:
                 setattr(args, k, v)
     args.kernel_res, args.train_res = parse_res(args.kernel_res, "--kernel-res"), parse_res(args.train_res, "--train-res")
+    if args.res is not None:
+        parse_res(str(args.res), "--res")
+    if args.batch is not None and args.batch < 1:
+        raise SystemExit("--batch must be >= 1")
     try:
         args.recipes = sorted({int(r) for r in args.recipes.split(",")})
     except ValueError:
@@ -510,6 +528,246 @@ def project(train_rows, final_res, scaling=None):
 
 
 # ----------------------------------------------------------------------------------------------
+# Count of one training iteration on fake tensors (torch._subclasses.FakeTensorMode: shapes and
+# dtypes, no data): every kernel launch with the bytes it moves and its FLOPs, and the time they
+# take at the roofline of an H100. Nothing runs on a device, so it takes seconds anywhere.
+#
+# The networks and the step live on fake CPU tensors (a CPU-only torch cannot fake CUDA tensors
+# through autograd) under CPU bf16 autocast, which casts this model's convolutions and matmuls as
+# CUDA's does (the ops CUDA's list adds in fp32, softplus and rsqrt, meet fp32 tensors here). The
+# Triton path is taken as on a GPU; its launches are recorded and not run. What a GPU run keeps on
+# the host (tensors made without a device: the style mixing draw, Adam's step counts) is tracked,
+# so that its arithmetic is not counted as launches nor its reads as host syncs.
+
+ROOFLINE = dict(tb_s=4.0, tflops=989.0, launch_us=3.0)  # H100 SXM: HBM3, dense bf16, one launch
+# CUDA's multi_tensor_apply (the _foreach_ ops of Adam and the EMA): at most this many tensors per
+# launch by the number of tensor lists, and 320 blocks of 65536 elements.
+FOREACH_TENSORS, FOREACH_BLOCKS, FOREACH_CHUNK = (110, 64, 48, 36, 30), 320, 65536
+aten = torch.ops.aten
+NO_LAUNCH = {aten.empty.memory_format, aten.empty_strided.default, aten.empty_like.default,
+             aten.lift_fresh.default, aten._unsafe_view.default}  # allocations and views
+HOST_FACTORIES = {torch.rand, torch.randn, torch.randint, torch.tensor, torch.zeros, torch.ones, torch.full,
+                  torch.empty, torch.arange, torch.scalar_tensor}
+
+
+def distinct_tensors(tree):
+    return list({id(t): t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)}.values())
+
+
+def touched_bytes(t):
+    """Bytes a kernel reads or writes of t: its span in memory, or its elements where that is less
+    (a channel slice of a batch spans nearly the whole batch, an expanded tensor spans one row)."""
+    if t.numel() == 0:
+        return 0
+    span = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+    return min(span, t.numel()) * t.element_size()
+
+
+def bytes_of(func, args, ins, out):
+    """Bytes an op moves: each distinct tensor read plus each written (touched_bytes). A convolution
+    backward runs one kernel per gradient: dx reads dy and w, dw reads dy and x (w only for its
+    shape), db reads dy."""
+    if func is not aten.convolution_backward.default:
+        return sum(map(touched_bytes, ins + distinct_tensors(out)))
+    dy, x, w, mask = args[0], args[1], args[2], args[10]
+    reads = ((dy, w), (dy, x), (dy,))
+    return sum(sum(map(touched_bytes, (*reads[i], out[i]))) for i in range(3) if mask[i])
+
+
+def launches_of(func, args):
+    """Kernels one op launches on a GPU: one, but one per gradient a convolution backward computes,
+    and the launches CUDA's multi_tensor_apply packs a _foreach_ op's tensor lists into."""
+    if func is aten.convolution_backward.default:
+        return max(1, sum(args[10]))  # output_mask: grad input, grad weight, grad bias
+    if func.name().startswith("aten::_foreach_"):
+        lists = [a for a in args if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor)]
+        blocks = sum(-(-t.numel() // FOREACH_CHUNK) for t in lists[0])
+        per_launch = FOREACH_TENSORS[min(len(lists), len(FOREACH_TENSORS)) - 1]
+        return max(1, -(-len(lists[0]) // per_launch), -(-blocks // FOREACH_BLOCKS))
+    return 1
+
+
+def op_name(func, args):
+    """The op's name; a convolution also says its kind. No filter of this model is larger than 4x4,
+    so a larger one is a weight gradient run as a convolution over a gradient map (torch's double
+    backward), and a depthwise one is the blur."""
+    name = str(func).removesuffix(".default")
+    if func is aten.convolution.default:
+        w, transposed, groups = args[1], args[6], args[8]
+        kind = ("depthwise" if groups > 1 else f"{w.shape[-2]}x{w.shape[-1]}" if w.shape[-1] <= 4
+                else "filter = a gradient map" + (", one group" if w.shape[0] == 1 else ""))
+        kind += ", transposed" if transposed else ""
+        name = f"{name} ({kind})"
+    return name
+
+
+class LaunchCounter(TorchDispatchMode):
+    """Rows (name, launches, bytes, FLOPs) of every op that launches a kernel on the device: bytes
+    from bytes_of, FLOPs from flop_registry; views and allocations launch nothing. Reads of a device
+    value on the host (.item(), bool(), .cpu(), .tolist()) are host syncs; fake data has no value,
+    so they read as 1 (the style mixing draw: mixing on, crossover at layer 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.syncs, self.host, self.making_host = [], [], WeakIdKeyDictionary(), False
+
+    def add(self, name, launches, nbytes, flops):
+        self.rows.append((name, launches, nbytes, flops))
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        ins = distinct_tensors((args, kwargs))
+        on_device = [t for t in ins if t not in self.host]
+        if func is aten._local_scalar_dense.default:
+            if on_device:
+                self.syncs.append("item")
+            return True if ins[0].dtype == torch.bool else 1.0 if ins[0].is_floating_point() else 1
+        out = func(*args, **kwargs)
+        outs = distinct_tensors(out)
+        if self.making_host or (ins and not on_device):  # host arithmetic: no launch
+            for t in outs:
+                self.host[t] = True
+            return out
+        if func.is_view or func in NO_LAUNCH or not (outs or func._schema.is_mutable):
+            return out
+        flops = flop_registry.get(func._overloadpacket)
+        self.add(op_name(func, args), launches_of(func, args), bytes_of(func, args, ins, out),
+                 flops(*args, **kwargs, out_val=out) if flops else 0)
+        return out
+
+
+class HostSide(TorchFunctionMode):
+    """Marks the tensors a GPU run would make on the host (a factory call without a device) for
+    the LaunchCounter, and records the host reads that a CPU tensor does not dispatch."""
+
+    def __init__(self, counter):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.Tensor.cpu, torch.Tensor.tolist):
+            if args[0] not in self.counter.host:
+                self.counter.syncs.append(func.__name__)
+            if func is torch.Tensor.tolist:  # fake data has no values: ones of the right shape
+                return nested_ones(args[0].shape)
+        if func not in HOST_FACTORIES or kwargs.get("device") is not None:
+            return func(*args, **kwargs)
+        self.counter.making_host = True
+        try:
+            return func(*args, **kwargs)
+        finally:
+            self.counter.making_host = False
+
+
+def nested_ones(shape):
+    return 1 if not shape else [nested_ones(shape[1:]) for _ in range(shape[0])]
+
+
+class RecordedKernel:
+    """Stands in for a Triton kernel: kernel[grid](...) records one launch and runs nothing. Its
+    bytes are those of the distinct tensors passed (a placeholder passed twice counts once)."""
+
+    def __init__(self, name, counter):
+        self.name, self.counter = name, counter
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            nbytes = sum(map(touched_bytes, distinct_tensors((args, kwargs))))
+            self.counter.add(f"triton {self.name}", 1, nbytes, 0)
+        return launch
+
+
+@contextlib.contextmanager
+def fake_gpu(counter, impl):
+    """Fake tensors, with kernels.py taking the Triton path (`impl`) and recording its launches."""
+    names = [n for n in dir(kernels) if n.endswith("_kernel")]
+    saved = {n: getattr(kernels, n) for n in names}, kernels.INTERPRET, kernels.IMPL
+    try:
+        for n in names:
+            setattr(kernels, n, RecordedKernel(n, counter))
+        kernels.INTERPRET, kernels.IMPL = True, impl  # lets the Triton path take CPU tensors
+        kernels.blur_filter.cache_clear()  # the filter is cached per device: a real one must not meet fakes
+        with FakeTensorMode():
+            yield
+    finally:
+        for n, kernel in saved[0].items():
+            setattr(kernels, n, kernel)
+        kernels.INTERPRET, kernels.IMPL = saved[1:]
+        kernels.blur_filter.cache_clear()  # nor a fake one outlive the count
+
+
+def count_step(cfg, res, batch, impl="auto", amp="bf16"):
+    """One train.train_step (D step with R1, G step, EMA) at res, alpha 1, counted on fake tensors
+    after one uncounted step (which creates Adam's state). Returns the LaunchCounter."""
+    counter = LaunchCounter()
+    with fake_gpu(counter, impl):
+        G, D, G_ema = sg.Generator(cfg), sg.Discriminator(cfg), sg.Generator(cfg).eval().requires_grad_(False)
+        targs = train.get_args(["--data", "builtin", "--res", str(cfg.resolution)])
+        targs.device, targs.amp = torch.device("cpu"), amp
+        phase = train.Phase(res, 1.0, batch, train.LR.get(res, 0.001))
+        opt_G, opt_D = train.adam(G, phase.lr), train.adam(D, phase.lr)
+        for group in opt_G.param_groups + opt_D.param_groups:
+            group["foreach"] = True  # Adam's choice for CUDA tensors (a FakeTensor's type hides it)
+        scalers = train.make_scalers(targs)
+        reals = torch.rand(batch, cfg.num_channels, res, res) * 2 - 1
+        for _ in range(2):
+            counter.rows.clear()
+            counter.syncs.clear()
+            z = torch.randn(2, batch, cfg.z_dim)
+            with HostSide(counter), counter:
+                train.train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z[0], z[1], phase, targs)
+            for state in list(opt_G.state.values()) + list(opt_D.state.values()):
+                counter.host[state["step"]] = True  # Adam keeps its step counts on the host
+    return counter
+
+
+def roofline_ms(launches, nbytes, flops):
+    """Each launch takes the longest of its memory time, its math time and the launch itself."""
+    r = ROOFLINE
+    memory_s, math_s = nbytes / (r["tb_s"] * 1e12), flops / (r["tflops"] * 1e12)
+    return 1e3 * launches * max(memory_s / launches, math_s / launches, r["launch_us"] * 1e-6)
+
+
+def summarize_count(counter, res, batch, top=10):
+    """Totals and the `top` most expensive entries (one per op name) of a count."""
+    entries = {}
+    for name, launches, nbytes, flops in counter.rows:
+        e = entries.setdefault(name, dict(name=name, launches=0, gb=0.0, gflop=0.0, ms=0.0))
+        e["launches"] += launches
+        e["gb"] += nbytes / 1e9
+        e["gflop"] += flops / 1e9
+        e["ms"] += roofline_ms(launches, nbytes, flops)
+    rows = list(entries.values())
+    total = {k: sum(e[k] for e in rows) for k in ("launches", "gb", "gflop", "ms")}
+    triton_ = sum(e["launches"] for e in rows if e["name"].startswith("triton "))
+    return dict(res=res, batch=batch, launches=total["launches"], torch_launches=total["launches"] - triton_,
+                triton_launches=triton_, gb=total["gb"], tflop=total["gflop"] / 1e3, roofline_ms=total["ms"],
+                sec_per_kimg=total["ms"] / batch, host_syncs=len(counter.syncs),
+                host_sync_ops=sorted(set(counter.syncs)), roofline=dict(ROOFLINE),
+                top=sorted(rows, key=lambda e: -e["ms"])[:top])
+
+
+def bench_count(args, cfg, res, batch):
+    impl, amp = args.count_impl, args.count_amp
+    print(f"\ncount: one training iteration (train.train_step: D step with R1, G step, EMA) at {res}x{res}, "
+          f"batch {batch}, amp {amp}, kernels {impl}, on fake tensors")
+    r = summarize_count(count_step(cfg, res, batch, impl, amp), res, batch)
+    roof = ROOFLINE
+    print(f"  {r['launches']:,} launches ({r['torch_launches']:,} torch ops, {r['triton_launches']:,} Triton), "
+          f"{r['gb']:.2f} GB moved, {r['tflop']:.3f} TFLOP, {r['host_syncs']} host syncs "
+          f"{r['host_sync_ops'] or ''}")
+    print(f"  roofline {r['roofline_ms']:.2f} ms per step = {r['sec_per_kimg']:.2f} s/kimg (H100 SXM: "
+          f"{roof['tb_s']:g} TB/s, {roof['tflops']:g} TFLOP/s dense bf16, {roof['launch_us']:g} us per launch)")
+    print(f"  {'share':>6s} {'ms':>7s} {'launches':>8s} {'GB':>7s} {'GFLOP':>8s}  the {len(r['top'])} most "
+          f"expensive entries")
+    for e in r["top"]:
+        print(f"  {100 * e['ms'] / r['roofline_ms']:5.1f}% {e['ms']:7.2f} {e['launches']:8d} {e['gb']:7.2f} "
+              f"{e['gflop']:8.1f}  {e['name']}")
+    return r
+
+
+# ----------------------------------------------------------------------------------------------
 # Profile of one step
 
 def bench_profile(args, cfg, device, res):
@@ -598,6 +856,8 @@ def main(argv=None):
             raise SystemExit(f"--device {args.device}: no CUDA device here; use --device cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    # the count stands for a GPU run on any machine: bf16 and the Triton kernels unless told otherwise
+    args.count_amp, args.count_impl = args.amp or "bf16", args.impl or "auto"
     args.amp = args.amp or ("bf16" if device.type == "cuda" else "off")
     args.impl = args.impl or ("auto" if device.type == "cuda" else "ref")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
@@ -617,6 +877,15 @@ def main(argv=None):
 
     impl, kernels.IMPL = kernels.IMPL, args.impl  # the training step's kernels; restored at the end
     try:
+        if "count" in args.parts:
+            res = args.res or (16 if args.smoke else 1024)
+            count_cfg = sg.StyleGANConfig(**SMOKE_CFG) if args.smoke else sg.StyleGANConfig(resolution=res)
+            try:
+                sg.check_res(res, count_cfg)
+            except ValueError as e:
+                raise SystemExit(f"--res: {e}") from None
+            batch = args.batch or (8 if args.smoke else train.BATCH[1][res])
+            done("count", bench_count(args, count_cfg, res, batch))
         if "copy" in args.parts or "kernels" in args.parts:
             done("copy", bench_copy(device, args.copy_mb, args.rep_ms))
         if "matmul" in args.parts or "train" in args.parts:

@@ -2,6 +2,7 @@
 
     noise_adain(x, noise, noise_weight, bias, scale, shift)   the synthesis layer epilogue
     bias_lrelu(x, bias)                                       mapping network and discriminator
+    blur2d(x), conv2d(x, w)                                   resampling filter and convolutions
 
 The synthesis epilogue of StyleGAN (Karras et al. 2018, sec. 2 and fig. 1) is
     u = x + noise_weight[c] * noise + bias[c];  t = leaky_relu(u, 0.2)
@@ -10,12 +11,19 @@ which eager PyTorch runs as five or six passes over memory. Here it is one read 
 one write of y when a plane fits one program (up to SPLIT_HW elements: 64x64), and two reads and
 one write when a larger plane is split across programs (a first pass writes per-chunk statistics).
 
+blur2d and conv2d are plain torch convolutions with hand-written gradients: R1 differentiates the
+discriminator twice, and autograd's convolution double backward computes each weight gradient as a
+convolution whose filter is a whole gradient map, once per group for the depthwise blur (about 2,000
+tiny convolutions per 1024 step, for a filter that needs no gradient at all).
+
 The reference `*_ref` functions are the specification; the Triton versions must match them
 (tests/test_kernels.py). `impl="auto"` uses Triton on CUDA tensors (or on any tensor under
 TRITON_INTERPRET=1, which is how the tests run on a CPU) and the reference otherwise, so the module
-imports and works without triton (macOS). `kernels.IMPL` (or the env var STYLEGAN_IMPL) forces one
-path model-wide; an explicit `impl=` argument beats it. Tests: `python -m pytest tests/test_kernels.py`.
+imports and works without triton (macOS); blur2d and conv2d use their Functions on any device.
+`kernels.IMPL` (or the env var STYLEGAN_IMPL) forces one path model-wide ("ref": every reference,
+under plain autograd); an explicit `impl=` argument beats it. Tests: `python -m pytest tests/test_kernels.py`.
 """
+import functools
 import os
 
 import torch
@@ -70,6 +78,26 @@ def bias_lrelu_ref(x, bias, slope=0.2, gain=1.0):
     acc = torch.promote_types(x.dtype, torch.float32)
     y = F.leaky_relu(x.to(acc) + bias.to(acc).view(1, -1, *([1] * (x.ndim - 2))), slope)
     return (y * gain if gain != 1.0 else y).to(x.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def blur_filter(device, dtype):  # cached: a fresh torch.tensor per call would copy (and sync) per layer
+    f = torch.tensor([1.0, 2.0, 1.0], dtype=dtype)
+    return ((f[:, None] * f[None, :]) / 16).to(device)
+
+
+def blur2d_ref(x):
+    """[1, 2, 1] x [1, 2, 1] / 16 depthwise low-pass, zero 'same' padding (official blur2d)."""
+    C = x.shape[1]
+    return F.conv2d(x, blur_filter(x.device, x.dtype).expand(C, 1, 3, 3), padding=1, groups=C)
+
+
+def conv2d_ref(x, w, stride=1, padding=0, transposed=False):
+    """conv2d(x, w), or conv_transpose2d(x, w) with w [C_in, C_out, kh, kw]; no bias, groups or
+    dilation (all that StyleGAN's convolutions use)."""
+    if transposed:
+        return F.conv_transpose2d(x, w, stride=stride, padding=padding)
+    return F.conv2d(x, w, stride=stride, padding=padding)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -283,17 +311,33 @@ if HAS_TRITON:
     # keeps y alive: no extra memory). The map g -> dx is linear in g with a mask whose derivative in
     # y is zero almost everywhere, so its own backward is the same kernel applied to the incoming
     # gradient: that is the second-order gradient R1 and WGAN-GP need.
+    # The bias gradient db[c] = sum over n (and h, w) of dx is summed here from the fp32 dx while it
+    # is in registers: each program writes its tile's sums per channel (a row of the tile in NCHW,
+    # a column in [N, C] and channels_last), and the launcher adds up those few partial sums.
     @triton.jit
     def _lrelu_grad_kernel(
-        G, Y, DX,  # [numel] incoming gradient, forward output, result; one layout, flat memory order
-        numel, slope, gain, BLOCK: tl.constexpr,
+        G, Y, DX,  # [R, L] incoming gradient, forward output, result; one layout (as the forward's X)
+        PDB,       # fp32 (fp64 for fp64 y) out, when SUM_BIAS: partial db, [R, n_lblocks] if BIAS_PER_ROW
+                   # else [n_rblocks, L]
+        R, L, n_lblocks, slope, gain,
+        SUM_BIAS: tl.constexpr, BIAS_PER_ROW: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
     ):
-        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < numel
+        pid = tl.program_id(0)
+        rb, lb = pid // n_lblocks, pid % n_lblocks
+        r = rb * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
+        l = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # [BLOCK_L]
+        mask = (r < R)[:, None] & (l < L)[None, :]
+        offs = r.to(tl.int64)[:, None] * L + l[None, :]
         g = tl.load(G + offs, mask=mask, other=0.0).to(tl.float32)
         y = tl.load(Y + offs, mask=mask, other=0.0).to(tl.float32)
-        dx = tl.where(y > 0, g, g * slope) * gain
+        dx = tl.where(y > 0, g, g * slope) * gain  # 0 where masked
         tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=mask)
+        if SUM_BIAS:
+            dx = dx.to(PDB.dtype.element_ty)
+            if BIAS_PER_ROW:
+                tl.store(PDB + r.to(tl.int64) * n_lblocks + lb, tl.sum(dx, axis=1), mask=r < R)
+            else:
+                tl.store(PDB + rb.to(tl.int64) * L + l, tl.sum(dx, axis=0), mask=l < L)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -402,11 +446,10 @@ def _adain_backward(dy, x, noise, noise_weight, bias, scale, mean, rstd, slope):
     return dx, dnw, dbias, dscale, dshift
 
 
-def _bias_lrelu_forward(x, bias, slope, gain):
-    x = _dense(x)
-    y = torch.empty_like(x)
-    if x.numel() == 0:
-        return y
+def _rows_plan(x):
+    """A dense x as rows [R, L] in memory order and the tiles over them: (R, L, per_row, BLOCK_R,
+    BLOCK_L, n_lblocks, grid). per_row: NCHW, a row is one channel's plane; else ([N, C] or
+    channels_last) a row is one position's channels."""
     C = x.shape[1]
     if x.ndim == 2 or not x.is_contiguous():  # [N, C] or channels_last: channel is the last axis
         R, L, per_row = x.numel() // C, C, False
@@ -415,23 +458,39 @@ def _bias_lrelu_forward(x, bias, slope, gain):
     BLOCK_L = min(triton.next_power_of_2(L), ELEMWISE_TILE)
     BLOCK_R = min(triton.next_power_of_2(R), max(1, ELEMWISE_TILE // BLOCK_L))
     n_lblocks = triton.cdiv(L, BLOCK_L)
-    grid = (triton.cdiv(R, BLOCK_R) * n_lblocks,)
-    _bias_lrelu_fwd_kernel[grid](x, y, bias.contiguous(), R, L, C, n_lblocks, slope, gain,
-                                 BIAS_PER_ROW=per_row, BLOCK_R=BLOCK_R, BLOCK_L=BLOCK_L,
-                                 num_warps=_num_warps(BLOCK_R * BLOCK_L))
+    return R, L, per_row, BLOCK_R, BLOCK_L, n_lblocks, (triton.cdiv(R, BLOCK_R) * n_lblocks,)
+
+
+def _bias_lrelu_forward(x, bias, slope, gain):
+    x = _dense(x)
+    y = torch.empty_like(x)
+    if x.numel() == 0:
+        return y
+    R, L, per_row, BLOCK_R, BLOCK_L, n_lblocks, grid = _rows_plan(x)
+    _bias_lrelu_fwd_kernel[grid](X=x, Y=y, B=bias.contiguous(), R=R, L=L, C=x.shape[1], n_lblocks=n_lblocks,
+                                 slope=slope, gain=gain, BIAS_PER_ROW=per_row, BLOCK_R=BLOCK_R,
+                                 BLOCK_L=BLOCK_L, num_warps=_num_warps(BLOCK_R * BLOCK_L))
     return y
 
 
-def _lrelu_grad(g, y, slope, gain):
+def _lrelu_grad(g, y, slope, gain, sum_bias=False):
+    """dx [like y] and, with sum_bias, the bias gradient [C] in fp32 (fp64 for fp64 y; else None)."""
     dx = torch.empty_like(y)  # y is dense, so dx has its strides
-    if g.stride() != y.stride():  # one flat layout for all three tensors
+    C, acc = y.shape[1], torch.promote_types(y.dtype, torch.float32)
+    if g.stride() != y.stride():  # one layout for all three tensors
         g = torch.empty_like(y).copy_(g)
     if y.numel() == 0:
-        return dx
-    grid = (triton.cdiv(y.numel(), ELEMWISE_TILE),)
-    _lrelu_grad_kernel[grid](g, y, dx, y.numel(), slope, gain, BLOCK=ELEMWISE_TILE,
-                             num_warps=_num_warps(ELEMWISE_TILE))
-    return dx
+        return dx, (torch.zeros(C, device=y.device, dtype=acc) if sum_bias else None)
+    R, L, per_row, BLOCK_R, BLOCK_L, n_lblocks, grid = _rows_plan(y)
+    n_rblocks = triton.cdiv(R, BLOCK_R)
+    pdb = torch.empty((R, n_lblocks) if per_row else (n_rblocks, L), device=y.device, dtype=acc) \
+        if sum_bias else dx  # placeholder, never written without SUM_BIAS
+    _lrelu_grad_kernel[grid](G=g, Y=y, DX=dx, PDB=pdb, R=R, L=L, n_lblocks=n_lblocks, slope=slope, gain=gain,
+                             SUM_BIAS=sum_bias, BIAS_PER_ROW=per_row, BLOCK_R=BLOCK_R, BLOCK_L=BLOCK_L,
+                             num_warps=_num_warps(BLOCK_R * BLOCK_L))
+    if not sum_bias:
+        return dx, None
+    return dx, (pdb.view(y.shape[0], C, n_lblocks).sum((0, 2)) if per_row else pdb.sum(0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -461,6 +520,19 @@ class _NoiseAdaIN(torch.autograd.Function):
                 dshift.to(ctx.shift_dtype), None, None)
 
 
+def _needs_grad(ctx, i):
+    """Whether this backward call must return the gradient of input i (a tensor argument; they come
+    first). ctx.needs_input_grad says whether the input requires grad at all; but autograd.grad(...,
+    inputs=x), as in R1's first-order pass, wants only some, and the engine says which nodes it will
+    run (C++ nodes such as torch's convolution backward ask it the same way)."""
+    if not ctx.needs_input_grad[i]:
+        return False
+    try:
+        return torch._C._will_engine_execute_node(ctx.next_functions[i][0])
+    except (AttributeError, RuntimeError):  # an older torch, or a leaf named in autograd.grad's inputs
+        return True
+
+
 class _LReLUGrad(torch.autograd.Function):
     """dx = g * gain * (1 if y > 0 else slope), the backward of bias_lrelu as an op of its own."""
 
@@ -468,13 +540,33 @@ class _LReLUGrad(torch.autograd.Function):
     def forward(ctx, g, y, slope, gain):
         ctx.save_for_backward(y)
         ctx.slope, ctx.gain = slope, gain
-        return _lrelu_grad(g, y, slope, gain)
+        return _lrelu_grad(g, y, slope, gain)[0]
 
     @staticmethod
     def backward(ctx, ggx):
         y, = ctx.saved_tensors
         gg = _LReLUGrad.apply(ggx, y, ctx.slope, ctx.gain) if ctx.needs_input_grad[0] else None
         return gg, None, None, None  # the mask is piecewise constant in y: zero gradient
+
+
+class _LReLUGradBias(torch.autograd.Function):
+    """(dx, db) = (m * g, sum over all but the channel axis of m * g), m = gain * (1 if y > 0 else
+    slope), in one pass over g. Linear in g: its adjoint takes (ggx, ggb) to m * (ggx + ggb[c]),
+    _LReLUGrad of the sum, so it is differentiable again."""
+
+    @staticmethod
+    def forward(ctx, g, y, slope, gain):
+        ctx.save_for_backward(y)
+        ctx.slope, ctx.gain = slope, gain
+        return _lrelu_grad(g, y, slope, gain, sum_bias=True)
+
+    @staticmethod
+    def backward(ctx, ggx, ggb):
+        y, = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        gg = ggx + ggb.to(ggx.dtype).view(1, -1, *([1] * (y.ndim - 2)))
+        return _LReLUGrad.apply(gg, y, ctx.slope, ctx.gain), None, None, None
 
 
 class _BiasLReLU(torch.autograd.Function):
@@ -488,22 +580,112 @@ class _BiasLReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         y, = ctx.saved_tensors
-        dx = _LReLUGrad.apply(dy, y, ctx.slope, ctx.gain)
-        dbias = None
-        if ctx.needs_input_grad[1]:  # differentiable torch sum: R1 flows through it too
-            dbias = dx.float().sum([0, *range(2, dx.ndim)]).to(ctx.bias_dtype)
-        return dx, dbias, None, None
+        if not _needs_grad(ctx, 1):  # no bias gradient wanted (R1's first-order pass): none summed
+            return _LReLUGrad.apply(dy, y, ctx.slope, ctx.gain), None, None, None
+        dx, dbias = _LReLUGradBias.apply(dy, y, ctx.slope, ctx.gain)
+        return dx, dbias.to(ctx.bias_dtype), None, None
+
+
+class _Blur2d(torch.autograd.Function):
+    """blur2d without a weight gradient. The blur is linear, y = K * x (correlation with zero
+    padding 1), and its adjoint is the correlation with the flipped filter under the same padding;
+    K = [1,2,1]^T [1,2,1] / 16 is symmetric, so dL/dx = K * dL/dy = blur2d(dL/dy). That backward is
+    again this Function: R1's double backward sees only blurs."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return blur2d_ref(x)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return _Blur2d.apply(dy)
+
+
+# Convolutions. For y = conv(x, w) (stride s, padding p; or the transposed convolution), with
+# dy = dL/dy:
+#   dx = conv^T(dy, w)   the adjoint: the transposed convolution with the same filter, s and p
+#                        (a plain convolution is the adjoint of a transposed one)
+#   dw = W(dy, x)        aten.convolution_backward asked for the weight gradient only
+# W is bilinear and defined by <W(dy, x), v> = <dy, conv(x, v)> for every filter v, so for the
+# gradient ggw of a loss of dw (R1's second order):
+#   d/d(dy) <ggw, W(dy, x)> = conv(x, ggw)        the forward convolution with ggw as the filter
+#   d/dx    <ggw, W(dy, x)> = conv^T(dy, ggw)     its adjoint, as dx above
+# Every term is a convolution or W again, so _Conv2d and _Conv2dWeightGrad differentiate each other
+# to any order and autograd never runs its own convolution double backward.
+
+def _adjoint(conf, x_shape, y_shape, w_shape):
+    """conf (stride, padding, transposed, output_padding) of the convolution that maps dL/dy to
+    dL/dx. A strided convolution maps several input sizes to one output size; output_padding tells
+    the transposed one which of them x has."""
+    stride, padding, transposed, _ = conf
+    if transposed:
+        return stride, padding, False, (0, 0)
+    out_pad = tuple(x_shape[d] - ((y_shape[d] - 1) * stride - 2 * padding + w_shape[d]) for d in (2, 3))
+    return stride, padding, True, out_pad
+
+
+def _convolution(x, w, conf):
+    stride, padding, transposed, output_padding = conf
+    return torch.convolution(x, w, None, (stride, stride), (padding, padding), (1, 1), transposed,
+                             output_padding, 1)
+
+
+class _Conv2d(torch.autograd.Function):
+    """y = conv(x, w) for conf (stride, padding, transposed, output_padding), gradients as above."""
+
+    @staticmethod
+    def forward(ctx, x, w, conf):
+        ctx.save_for_backward(x, w)
+        ctx.conf = conf
+        return _convolution(x, w, conf)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensors
+        dx = dw = None
+        if _needs_grad(ctx, 0):
+            dx = _Conv2d.apply(dy, w, _adjoint(ctx.conf, x.shape, dy.shape, w.shape))
+        if _needs_grad(ctx, 1):
+            dw = _Conv2dWeightGrad.apply(dy, x, w.detach(), ctx.conf)
+        return dx, dw, None
+
+
+class _Conv2dWeightGrad(torch.autograd.Function):
+    """dw = W(dy, x) of the convolution conf with weights shaped like w (a placeholder for its shape)."""
+
+    @staticmethod
+    def forward(ctx, dy, x, w, conf):
+        ctx.save_for_backward(dy, x)
+        ctx.conf, ctx.w_shape = conf, w.shape
+        stride, padding, transposed, output_padding = conf
+        return torch.ops.aten.convolution_backward(dy, x, w, None, (stride, stride), (padding, padding), (1, 1),
+                                                   transposed, output_padding, 1, (False, True, False))[1]
+
+    @staticmethod
+    def backward(ctx, ggw):
+        dy, x = ctx.saved_tensors
+        gdy = gx = None
+        if _needs_grad(ctx, 0):
+            gdy = _Conv2d.apply(x, ggw, ctx.conf)
+        if _needs_grad(ctx, 1):
+            gx = _Conv2d.apply(dy, ggw, _adjoint(ctx.conf, x.shape, dy.shape, ctx.w_shape))
+        return gdy, gx, None, None
 
 
 # ----------------------------------------------------------------------------------------------
 # Public ops
 
-def _use_triton(x, impl):
-    """True to run the Triton kernels for tensor x; see the module docstring for the rules."""
+def _resolve(impl):
     impl = IMPL if impl == "auto" else impl
     if impl not in ("auto", "triton", "ref"):
         raise ValueError(f"impl (or kernels.IMPL / STYLEGAN_IMPL) must be 'auto', 'triton' or 'ref', "
                          f"got {impl!r}")
+    return impl
+
+
+def _use_triton(x, impl):
+    """True to run the Triton kernels for tensor x; see the module docstring for the rules."""
+    impl = _resolve(impl)
     if impl == "ref":
         return False
     ok = HAS_TRITON and (x.is_cuda or INTERPRET)
@@ -551,3 +733,30 @@ def bias_lrelu(x, bias, *, slope=0.2, gain=1.0, impl="auto"):
     if not (gain > 0 and slope >= 0):  # the backward reads the sign of x + b off the sign of y
         raise ValueError(f"bias_lrelu (Triton): needs gain > 0 and slope >= 0, got gain={gain}, slope={slope}")
     return _BiasLReLU.apply(x, bias, float(slope), float(gain))
+
+
+def blur2d(x, *, impl="auto"):
+    """The [1, 2, 1] blur of blur2d_ref, its gradient the same blur (no weight gradient, to any
+    order); impl "ref" (or kernels.IMPL) runs the reference under plain autograd."""
+    if _resolve(impl) == "ref":
+        return blur2d_ref(x)
+    return _Blur2d.apply(x)
+
+
+def _autocast(t):
+    """t in the dtype autocast gives a convolution's inputs (fp64, and anything outside autocast,
+    unchanged), cast before the Function so that its backward, which autocast does not see, meets
+    the same dtypes."""
+    dev = t.device.type
+    if torch.is_autocast_enabled(dev) and t.is_floating_point() and t.dtype != torch.float64:
+        return t.to(torch.get_autocast_dtype(dev))
+    return t
+
+
+def conv2d(x, w, *, stride=1, padding=0, transposed=False, impl="auto"):
+    """conv2d_ref(x, w, stride, padding, transposed) with its gradients written as convolutions and
+    aten.convolution_backward weight gradients (_Conv2d), differentiable to any order without
+    autograd's convolution double backward; impl "ref" (or kernels.IMPL) runs the reference."""
+    if _resolve(impl) == "ref":
+        return conv2d_ref(x, w, stride, padding, transposed)
+    return _Conv2d.apply(_autocast(x), _autocast(w), (int(stride), int(padding), bool(transposed), (0, 0)))

@@ -12,7 +12,6 @@ primitives, the layer epilogue (AdaIN), mapping network, synthesis network, gene
 (load_official, save_official: no TensorFlow, nothing executed).
 The per-layer fused operations go through kernels.py (Triton, with PyTorch references).
 """
-import functools
 import math
 import os
 import pickle
@@ -104,6 +103,11 @@ def to_uint8(img):
     return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
+def fp32_or_wider(t):
+    """t in fp32, or as it is when wider (an fp64 model in exact tests)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def check_res(res, cfg):
     if not isinstance(res, int) or res < 4 or res > cfg.resolution or res & (res - 1):
         raise ValueError(f"res must be a power of two between 4 and {cfg.resolution}, got {res!r}")
@@ -123,12 +127,11 @@ class EqualLinear(nn.Module):
         self.lrmul = lrmul
 
     def forward(self, x, act=False):
-        x = F.linear(x, self.weight * self.w_scale)
-        if self.bias is None:
-            return x
-        if act:  # leaky ReLU's sqrt(2) gain already lives in w_scale
-            return kernels.bias_lrelu(x, self.bias * self.lrmul)
-        return x + (self.bias * self.lrmul).to(x.dtype)
+        # lrmul 1 (all but the mapping network): the bias is used as stored, without an op
+        b = self.bias if self.bias is None or self.lrmul == 1 else self.bias * self.lrmul
+        if act and b is not None:  # leaky ReLU's sqrt(2) gain already lives in w_scale
+            return kernels.bias_lrelu(F.linear(x, self.weight * self.w_scale), b)
+        return F.linear(x, self.weight * self.w_scale, b)  # the bias added by the matmul itself
 
 
 class EqualConv2d(nn.Module):
@@ -145,16 +148,19 @@ class EqualConv2d(nn.Module):
         self.up, self.down, self.fused = up, down, fused
 
     def conv(self, x):
-        w = self.weight * self.w_scale
         if self.fused:
-            w = F.pad(w, (1, 1, 1, 1))
-            w = w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
-            if self.up:  # no x0.25 in G: nearest upsampling copies, it does not average
-                return F.conv_transpose2d(x, w.transpose(0, 1), stride=2, padding=1)
-            return F.conv2d(x, w * 0.25, stride=2, padding=1)
+            # The sum of the four shifted kernels is 4x a 2x2 box filter over the zero-padded kernel,
+            # scaled in one multiply with w_scale; x0.25 when downsampling (average pooling), none in
+            # G: nearest upsampling copies, it does not average.
+            w = F.avg_pool2d(F.pad(self.weight, (1, 1, 1, 1)), 2, stride=1)
+            w = w * (self.w_scale * (4 if self.up else 1))
+            if self.up:
+                return kernels.conv2d(x, w.transpose(0, 1), stride=2, padding=1, transposed=True)
+            return kernels.conv2d(x, w, stride=2, padding=1)
+        w = self.weight * self.w_scale
         if self.up:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
-        x = F.conv2d(x, w, padding=w.shape[-1] // 2)
+        x = kernels.conv2d(x, w, padding=w.shape[-1] // 2)
         if self.down:
             x = F.avg_pool2d(x, 2)
         return x
@@ -166,16 +172,10 @@ class EqualConv2d(nn.Module):
         return x + self.bias.to(x.dtype).view(1, -1, 1, 1)
 
 
-@functools.lru_cache(maxsize=None)
-def blur_kernel(device, dtype):  # cached: a fresh torch.tensor per call would copy (and sync) per layer
-    f = torch.tensor([1.0, 2.0, 1.0], dtype=dtype)
-    return ((f[:, None] * f[None, :]) / 16).to(device)
-
-
 def blur(x):
-    """[1, 2, 1] x [1, 2, 1] / 16 depthwise low-pass, zero 'same' padding (official blur2d)."""
-    C = x.shape[1]
-    return F.conv2d(x, blur_kernel(x.device, x.dtype).expand(C, 1, 3, 3), padding=1, groups=C)
+    """[1, 2, 1] x [1, 2, 1] / 16 depthwise low-pass, zero 'same' padding (official blur2d); its
+    gradient is the same blur (kernels.blur2d), so R1 computes no gradient for the fixed filter."""
+    return kernels.blur2d(x)
 
 
 def upscale2d(x):
@@ -227,7 +227,7 @@ class LayerEpilogue(nn.Module):
         if self.style is not None:
             # The style is tiny ([N, 2C]); keep it in fp32 so that ys + 1 does not round in bf16.
             with torch.autocast(x.device.type, enabled=False):
-                ys, yb = self.style(w.float()).chunk(2, dim=1)
+                ys, yb = self.style(fp32_or_wider(w)).chunk(2, dim=1)
             if self.use_instance_norm and not self.use_pixel_norm:
                 return kernels.noise_adain(x, noise, self.noise_weight, self.bias, ys + 1, yb)
         if noise is not None:
@@ -323,16 +323,21 @@ class Generator(nn.Module):
         self.synthesis = SynthesisNetwork(self.cfg)
         self.register_buffer("w_avg", torch.zeros(self.cfg.w_dim))
 
-    def map(self, z, psi=1.0, track_w_avg=True):
-        """z [N, z_dim] -> ws [N, num_ws, w_dim], truncated towards w_avg in the first
-        truncation_cutoff layers: lerp(w_avg, w, psi). In training, w_avg follows w's EMA."""
+    def check_z(self, z):
         if z.ndim != 2 or z.shape[1] != self.cfg.z_dim:
             raise ValueError(f"z must have shape [N, {self.cfg.z_dim}], got {tuple(z.shape)}")
+
+    def map(self, z, psi=1.0, track_w_avg=True, tracked=None):
+        """z [N, z_dim] -> ws [N, num_ws, w_dim], truncated towards w_avg in the first
+        truncation_cutoff layers: lerp(w_avg, w, psi). In training, w_avg follows the EMA of w
+        (of its first `tracked` rows; all by default)."""
+        self.check_z(z)
         with torch.autocast(z.device.type, enabled=False):  # w is tiny; fp32 keeps lrmul 0.01 exact
-            w = self.mapping(z.float())
+            w = self.mapping(fp32_or_wider(z))
         if self.training and track_w_avg:  # the centre of W for truncation (official dlatent_avg_beta)
             with torch.no_grad():
-                self.w_avg.copy_(w.float().mean(0).lerp(self.w_avg, self.cfg.w_avg_beta))
+                w_mean = w[:tracked].mean(0).to(self.w_avg.dtype)
+                self.w_avg.copy_(w_mean.lerp(self.w_avg, self.cfg.w_avg_beta))
         ws = w.unsqueeze(1).repeat(1, self.cfg.num_ws, 1)
         return self.truncate(ws, psi)
 
@@ -352,12 +357,15 @@ class Generator(nn.Module):
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         if mixing > 0 and not self.cfg.use_styles:  # only ws[:, 0] is read: nothing to mix
             raise ValueError("style mixing needs styles; this generator has use_styles=False")
-        ws = self.map(z)
+        self.check_z(z)
         num_layers = 2 * int(math.log2(res)) - 2
         if mixing > 0 and num_layers > 1 and torch.rand(()) < mixing:
             cutoff = int(torch.randint(1, num_layers, ()))
-            # the second latent does not move w_avg, as in the official G_style
-            ws = mix_styles(ws, self.map(torch.randn_like(z), track_w_avg=False), cutoff)
+            # Both latents in one pass of the mapping network (its weights scaled once); the second
+            # does not move w_avg, as in the official G_style.
+            ws = mix_styles(*self.map(torch.cat([z, torch.randn_like(z)]), tracked=len(z)).chunk(2), cutoff)
+        else:
+            ws = self.map(z)
         ws = self.truncate(ws, psi)  # after mixing, as the official G_style does
         return self.synthesis(ws, res, alpha, noise_mode)
 
@@ -380,7 +388,7 @@ def minibatch_stddev(x, group_size=4, num_features=1):
     G = min(group_size, N)
     while N % G:
         G -= 1
-    y = x.float().reshape(G, -1, num_features, C // num_features, H, W)  # [G, M, n, c, H, W]
+    y = fp32_or_wider(x).reshape(G, -1, num_features, C // num_features, H, W)  # [G, M, n, c, H, W]
     y = (y - y.mean(dim=0)).square().mean(dim=0)                          # variance over group
     y = (y + 1e-8).sqrt().mean(dim=(2, 3, 4))                             # [M, n]
     y = y.reshape(-1, num_features, 1, 1).repeat(G, 1, H, W)              # [N, n, H, W]
@@ -450,13 +458,56 @@ def read_checkpoint(path, device="cpu"):
     return ckpt
 
 
+def config_from_dict(config, source):
+    """A checkpoint's config -> StyleGANConfig, or a one-line ValueError naming what is wrong."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{source} has no config dict; it is not a stylegan train.py checkpoint")
+    unknown = sorted(set(config) - set(StyleGANConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"{source}: its config has unknown key(s) {', '.join(map(str, unknown))}; it was "
+                         f"written by another version of stylegan.py, or edited")
+    try:
+        return StyleGANConfig(**config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: its config is invalid ({e})") from None
+
+
+def check_weights(net, state, source, key):
+    """A one-line ValueError when the state dict `key` does not fit `net` (where load_state_dict
+    raises a many-line RuntimeError): the config and the weights come from different networks."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{source} has no {key} weights")
+    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    got = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in state.items()}
+    missing, unexpected = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+    shapes = [f"{k} {got[k]} in the file, {want[k]} for the config" for k in sorted(want.keys() & got.keys())
+              if got[k] != want[k]]
+    wrong = [f"{len(names)} {what}, e.g. {names[0]}" for names, what in
+             ((missing, "missing"), (unexpected, "unexpected"), (shapes, "of another shape")) if names]
+    if wrong:
+        raise ValueError(f"{source}: the {key} weights do not match its config ({'; '.join(wrong)}); the file "
+                         f"was edited or mixes two runs")
+
+
+def check_checkpoint(ckpt, source, keys=("G", "D", "G_ema")):
+    """The config and the networks `keys` of a checkpoint (those present when keys is None) agree,
+    checked on shapes alone: meta tensors take no memory and no time. Returns the config."""
+    cfg = config_from_dict(ckpt.get("config"), source)
+    with torch.device("meta"):
+        nets = {"G": Generator(cfg), "D": Discriminator(cfg)}
+    for key in keys or [k for k in ("G", "D", "G_ema") if k in ckpt]:
+        check_weights(nets[key[0]], ckpt.get(key), source, key)
+    return cfg
+
+
 def load_generator(path, which="G_ema", device="cpu"):
     """Rebuild a generator from a train.py checkpoint (or an official .pkl) alone. Returns (G, info)
     where info holds the resolution and alpha the run had reached and the images shown."""
     ckpt = read_checkpoint(path, device)
     if which not in ckpt:
         raise ValueError(f"{path} is not a stylegan train.py checkpoint (no '{which}')")
-    G = Generator(StyleGANConfig(**ckpt["config"])).to(device)
+    G = Generator(config_from_dict(ckpt["config"], path)).to(device)
+    check_weights(G, ckpt[which], path, which)
     G.load_state_dict(ckpt[which])
     G.eval().requires_grad_(False)
     info = {k: ckpt.get(k) for k in ("res", "alpha", "cur_nimg")}

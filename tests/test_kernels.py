@@ -1,4 +1,5 @@
-"""kernels.py: every Triton kernel and gradient against its PyTorch reference.
+"""kernels.py: every Triton kernel and gradient against its PyTorch reference; the convolutions
+with hand-written gradients (blur2d, conv2d) against gradcheck and gradgradcheck.
 
 Runs on CPU through the Triton interpreter (tests/conftest.py sets TRITON_INTERPRET=1 when there is
 no GPU) and on CUDA when present. fp32 results are checked against the reference evaluated in
@@ -153,6 +154,7 @@ LRELU_CASES = [  # shape, channels_last
     ((2, 3, 1, 1), False),      # 1x1 planes
     ((2, 3, 37, 41), False),    # planes larger than one program
     ((2, 5, 19, 23), True),     # channels_last
+    ((1, 2, 50, 53), False),    # a plane over two programs: the bias gradient from partial sums
 ]
 
 
@@ -221,6 +223,82 @@ def test_bias_lrelu_second_order(channels_last, no_tf32):
         outs.append((gx, *torch.autograd.grad(r1, leaves, allow_unused=True)))
     for name, got, want in zip(["dD/dx", "dR1/dx", "dR1/dW1", "dR1/db1", "dR1/dW2", "dR1/db2"], *outs):
         assert_close(got, want, 1e-5, name)
+
+
+def away_from_kink(t, margin=0.05):
+    """t with every |element| >= margin, so finite differences of size < margin in x + b (bias 0)
+    never cross the leaky ReLU's kink."""
+    return torch.where(t.abs() < margin, t + margin * torch.where(t < 0, -1.0, 1.0), t)
+
+
+@pytest.mark.parametrize("shape,channels_last", [((2, 3, 2, 3), False), ((2, 3, 3, 2), True), ((4, 3), False)])
+def test_bias_lrelu_triton_gradgradcheck(shape, channels_last):
+    """The Triton op's first and second order gradients in x and bias (the bias gradient summed in
+    the gradient kernel) against finite differences. The kernels compute in fp32, so the step is
+    1e-2 and the tolerance 1e-3; the function is piecewise linear, so such a step is exact away from
+    the kink."""
+    torch.manual_seed(2)
+    x = away_from_kink(torch.randn(*shape, device=DEVICE, dtype=torch.float64))
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x, bias = x.requires_grad_(True), torch.zeros(shape[1], device=DEVICE, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, b: kernels.bias_lrelu(x, b, gain=math.sqrt(2), impl="triton")
+    tol = dict(eps=1e-2, atol=1e-3, rtol=1e-3)
+    assert torch.autograd.gradcheck(fn, (x, bias), **tol)
+    assert torch.autograd.gradgradcheck(fn, (x, bias), **tol)
+
+
+CONV_CASES = [  # stride, padding, transposed, kernel: the convolutions of StyleGAN's G and D
+    (1, 1, False, 3), (1, 0, False, 1), (2, 1, False, 4), (2, 1, True, 4), (1, 1, True, 3)]
+
+
+@pytest.mark.parametrize("stride,padding,transposed,k", CONV_CASES)
+def test_conv2d_gradients(stride, padding, transposed, k):
+    """kernels.conv2d equals the reference exactly, and its hand-written gradients (convolutions and
+    weight-only convolution_backward) pass gradcheck and gradgradcheck in fp64, to the third order
+    (what differentiating R1's penalty once more would need)."""
+    torch.manual_seed(3)
+    f64 = dict(device=DEVICE, dtype=torch.float64)
+    x = torch.randn(2, 3, 7, 6, **f64, requires_grad=True)
+    w = torch.randn(*((3, 2) if transposed else (2, 3)), k, k, **f64, requires_grad=True)
+    fn = lambda x, w: kernels.conv2d(x, w, stride=stride, padding=padding, transposed=transposed)
+    assert torch.equal(fn(x, w), kernels.conv2d_ref(x, w, stride, padding, transposed))
+    assert torch.autograd.gradcheck(fn, (x, w))
+    assert torch.autograd.gradgradcheck(fn, (x, w))
+    assert torch.autograd.gradgradcheck(lambda x, w: torch.autograd.grad(
+        fn(x, w).square().sum(), (x, w), create_graph=True), (x, w))
+
+
+def test_blur2d_gradients():
+    """The blur's gradient is the blur: equal to the reference's, and twice differentiable."""
+    torch.manual_seed(4)
+    x = torch.randn(2, 3, 5, 7, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(kernels.blur2d(x), kernels.blur2d_ref(x))
+    dy = torch.randn(2, 3, 5, 7, device=DEVICE, dtype=torch.float64)
+    got, = torch.autograd.grad(kernels.blur2d(x), x, dy)
+    want, = torch.autograd.grad(kernels.blur2d_ref(x), x, dy)
+    assert_close(got, want, 1e-14, "dx")
+    assert torch.autograd.gradcheck(kernels.blur2d, (x,))
+    assert torch.autograd.gradgradcheck(kernels.blur2d, (x,))
+
+
+def test_r1_first_order_pass_computes_no_parameter_gradient(monkeypatch):
+    """autograd.grad(D(x), x) with create_graph (R1's first pass) neither sums a bias gradient nor
+    runs a weight gradient, as torch's own convolution backward would not; backward() to the
+    parameters does both."""
+    calls = {"bias": 0, "weight": 0}
+    for key, fn in (("bias", kernels._LReLUGradBias), ("weight", kernels._Conv2dWeightGrad)):
+        real = fn.apply
+        monkeypatch.setattr(fn, "apply", lambda *a, key=key, real=real: (calls.update({key: calls[key] + 1}),
+                                                                          real(*a))[1])
+    torch.manual_seed(5)
+    x, w, b = (t.requires_grad_(True) for t in (randn(2, 3, 6, 6), randn(4, 3, 3, 3), randn(4)))
+    out = kernels.bias_lrelu(kernels.blur2d(kernels.conv2d(x, w, padding=1)), b, impl="triton")
+    gx, = torch.autograd.grad(out.sum(), x, create_graph=True)
+    assert calls == {"bias": 0, "weight": 0}
+    (out.square().mean() + gx.square().sum()).backward()
+    assert calls["bias"] > 0 and calls["weight"] > 0
+    assert w.grad is not None and b.grad is not None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,8 +389,10 @@ for xd, (bc, bhw), on in itertools.product(('fp32', 'bf16'), ((64, 16), (32, 128
     build(K._adain_bwd_kernel, xd, dict(meta, HAS_SUMS=on))
     build((K._adain_stats_kernel, K._adain_bwd_sums_kernel)[on], xd, meta)
     build(K._bias_lrelu_fwd_kernel, xd, dict(BIAS_PER_ROW=on, BLOCK_R=bc, BLOCK_L=bhw))
+    for sum_bias in (False, True):
+        build(K._lrelu_grad_kernel, xd, dict(SUM_BIAS=sum_bias, BIAS_PER_ROW=on, BLOCK_R=bc, BLOCK_L=bhw))
 build(K._adain_fwd_kernel, 'fp16', dict(HAS_NOISE=False, HAS_STATS=False, BLOCK_C=1, BLOCK_HW=4096), 'i64')
-build(K._lrelu_grad_kernel, 'bf16', dict(BLOCK=K.ELEMWISE_TILE), 'i64')
+build(K._lrelu_grad_kernel, 'fp16', dict(SUM_BIAS=True, BIAS_PER_ROW=True, BLOCK_R=1, BLOCK_L=2048), 'i64')
 print('compiled')
 """
 
