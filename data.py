@@ -546,6 +546,19 @@ def make_loader(dataset, batch_size, *, rank=0, world_size=1, seed=0, start=0, n
     return iter(loader)
 
 
+def close_loader(it):
+    """Ends the workers of a make_loader iterator now (None: nothing to do). Left to the garbage
+    collector, an iterator that an exception's traceback still holds outlives the trainer's code,
+    and at exit multiprocessing then waits forever for workers that ignore SIGTERM (_worker_init)."""
+    shutdown = getattr(it, "_shutdown_workers", None)  # what the iterator's own __del__ calls
+    if shutdown is not None:
+        shutdown()
+    for w in getattr(it, "_workers", []):  # one still busy after the shutdown's join timeout
+        if w.is_alive():
+            w.kill()
+            w.join()
+
+
 def loader_speed(dataset, batch_size, seconds=3.0, num_workers=None):
     """Images per second that make_loader delivers from `dataset`, after one warm-up batch."""
     it = make_loader(dataset, batch_size, num_workers=num_workers)

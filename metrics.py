@@ -246,13 +246,23 @@ def load_inception(path=None, device="cpu"):
             or name == NV_FILE and digest != NV_SHA256):
         raise ValueError(f"{path}: sha256 {digest} is not that of the standard {name}; the file is "
                          f"corrupt or holds other weights")
-    tag = {PT_FID_FILE: "pt_inception", NV_FILE: "nv_inception"}.get(name, "custom-" + digest[:8])
+    try:  # a TorchScript archive holds code (constants.pkl, code/) that torch.jit.load runs
+        with open(path, "rb") as f:
+            scripted = zipfile.is_zipfile(f) and "constants.pkl" in str(zipfile.ZipFile(f).namelist())
+    except (OSError, zipfile.BadZipFile) as e:
+        raise ValueError(f"cannot read Inception weights {path}: {e}") from e
+    if scripted and digest != NV_SHA256:
+        raise ValueError(f"{path} is TorchScript, whose code loading it would run; the only TorchScript "
+                         f"accepted is NVIDIA's {NV_FILE} (sha256 {NV_SHA256}), and this file's sha256 is "
+                         f"{digest}. Other weights: save them where you trust the file as a plain state dict "
+                         f"with the tensor names of pytorch-fid's {PT_FID_FILE} (torch.save(net.state_dict(), "
+                         f"'inception.pth')), which loads without running code, and pass that file")
+    tag = ("nv_inception" if digest == NV_SHA256 else "pt_inception" if name == PT_FID_FILE
+           else "custom-" + digest[:8])
     if tag.startswith("custom"):
         print(f"warning: {name} is not a standard FID Inception file; its FID is comparable with "
               f"published numbers only if it holds the standard weights", file=sys.stderr)
-    try:  # a TorchScript archive holds compiled code (constants.pkl), a state dict only tensors
-        with open(path, "rb") as f:
-            scripted = zipfile.is_zipfile(f) and "constants.pkl" in str(zipfile.ZipFile(f).namelist())
+    try:
         if scripted:
             net = TorchScriptInception(torch.jit.load(path, map_location="cpu"))
         else:

@@ -18,6 +18,7 @@ reached unless --res says otherwise. Noise is the fixed per-layer maps ("const")
 """
 import argparse
 import contextlib
+import math
 import os
 
 import numpy as np
@@ -76,7 +77,13 @@ def get_args(argv=None):
       "it a placeholder that only loaders reading the variables accept")
     a("--impl", choices=["auto", "triton", "ref"], default="auto",
       help="fused kernels (kernels.py) or the plain PyTorch references")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not math.isfinite(args.psi):  # nan made every image black, and the run still "succeeded"
+        p.error(f"--psi {args.psi}: must be a finite number (1 = no truncation, 0 = the average face)")
+    for flag in ("batch", "nrow"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag} {getattr(args, flag)}: must be >= 1")
+    return args
 
 
 def parse_seeds(text):
@@ -331,6 +338,7 @@ def export_official(args):
     """--export-official: the checkpoint's G, D and G_ema as NVIDIA's pickle (stylegan.save_official)."""
     try:
         ckpt = sg.read_checkpoint(args.ckpt)
+        sg.check_checkpoint(ckpt, args.ckpt, keys=None)
         src = open(args.build_src).read() if args.build_src else None
         sg.save_official(args.export_official, ckpt, build_src=src)
     except (ValueError, OSError) as e:
@@ -348,8 +356,6 @@ def main(argv=None):
     parse_seeds(args.seeds)  # bad input fails before the checkpoint is read
     if args.seeds_b:
         parse_seeds(args.seeds_b)
-    if args.batch < 1:
-        raise SystemExit("--batch must be >= 1")
     device = pick_device(args.device)
     try:
         G, info = sg.load_generator(args.ckpt, which=args.which, device=device)
@@ -360,6 +366,8 @@ def main(argv=None):
     try:
         torch.manual_seed(0)  # --noise-mode random draws the same noise on every run
         return FIGURES[args.figure](G, ctx, args)
+    except OSError as e:  # a folder that is a file, a read-only or full disk
+        raise SystemExit(f"--out {args.out}: {e}") from None
     finally:
         kernels.IMPL = impl
 

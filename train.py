@@ -10,14 +10,21 @@ fades in over --phase-kimg (already at the new resolution's batch and learning r
 same way). Loss: non-saturating logistic + R1 (gamma 10) every step, or WGAN-GP. Adam (0, 0.99,
 1e-8), state reset whenever the phase changes. EMA generator with a 10k-image half-life.
 Each run writes to OUT/NNNNN-<data>-<res>/: log.txt, log.jsonl, fakes*.png, ckpt.pt, snapshots.
+Exit status: 0 done; 1 an error (one line naming the last good checkpoint); 2 a flag refused before
+the run starts; 128 + N after signal N (130 Ctrl-C, 143 SIGTERM), once its checkpoint is written.
 """
 import argparse
+import contextlib
 import copy
+import io
 import json
 import math
+import multiprocessing.connection
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -48,7 +55,7 @@ CFGS = {
 }
 
 
-def get_args(argv=None):
+def arg_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--data", default=None, help="image folder, zip, prepared dataset dir, a name under data/ (e.g. "
@@ -100,6 +107,11 @@ def get_args(argv=None):
                    "(stylegan.PAPER_CONFIGS): " + ", ".join(sg.PAPER_CONFIGS) + ". Default: table1-f, "
                    "the full StyleGAN; --mapping-layers, --no-noise and --mixing given explicitly win")
     g.add_argument("--mbstd-group", type=int, default=4, help="minibatch stddev group size (official 4)")
+    return p
+
+
+def get_args(argv=None):
+    p = arg_parser()
     args = p.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     args.given = {t[2:].split("=")[0].removeprefix("no-").replace("-", "_") for t in argv if t.startswith("--")}
@@ -110,7 +122,35 @@ def get_args(argv=None):
             setattr(args, k, v)
     if args.config and "mixing" not in args.given:
         args.mixing = sg.PAPER_CONFIGS[args.config]["mixing"]
+    check_ranges(p, args)
     return args
+
+
+# What each numeric flag allows; anything else is refused before a run starts. None (not given)
+# means the official default. Integers > 0 read as ">= 1".
+POSITIVE = ("kimg", "batch", "lr", "gpus", "ema_kimg", "tick_kimg", "snap_kimg", "metrics_num", "fmap_base",
+            "fmap_max", "w_dim", "mbstd_group")
+NON_NEGATIVE = ("phase_kimg", "r1_gamma", "metrics_kimg", "mapping_layers", "seed")
+
+
+def check_ranges(p, args):
+    """One line and exit status 2 (argparse's convention) for a number a flag cannot mean: a run
+    of 0 kimg, a batch of 0 (which the tables used to replace by 128), a probability above 1."""
+    for k in POSITIVE + NON_NEGATIVE:
+        v = getattr(args, k)
+        ok = v is None or math.isfinite(v) and (v > 0 if k in POSITIVE else v >= 0)
+        if not ok:
+            kind = "an integer" if isinstance(v, int) else "a finite number"
+            low = (">= 1" if isinstance(v, int) else "> 0") if k in POSITIVE else ">= 0"
+            p.error(f"--{k.replace('_', '-')} {v:g}: must be {kind} {low}")
+    if not 0 <= args.mixing <= 1:  # also refuses nan
+        p.error(f"--mixing {args.mixing:g}: a probability, must be between 0 and 1")
+
+
+def refuse(message):
+    """A flag that contradicts what prepare() found (the checkpoint, the file system): the same
+    one-line error and exit status 2 as a flag out of range."""
+    arg_parser().error(message)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,6 +321,16 @@ def setup_distributed(rank, args):
     return rank, world, device
 
 
+def broadcast_text(text, device, size=4096):
+    """Rank 0's string on every process, sent as bytes in a tensor rather than a pickle."""
+    raw = text.encode()[:size]
+    buf = torch.zeros(size, dtype=torch.uint8)
+    buf[:len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
+    buf = buf.to(device)
+    dist.broadcast(buf, 0)
+    return bytes(buf.cpu().tolist()).rstrip(b"\0").decode()
+
+
 def step_seed(seed, stream, step):
     """Every step reseeds from (seed, stream, step): latents, noise, mixing and flips are then the
     same after a resume as in an uninterrupted run. Stream 0 is shared by all processes."""
@@ -301,10 +351,23 @@ def in_sync(modules, world):
 # Run folder, checkpoints, pictures
 
 def new_run_dir(args):
+    """Creates OUT/NNNNN-<data>-<res> with the next free number. mkdir refuses a name that exists, so
+    two runs started together never share a folder: the one that loses the race takes the next."""
     os.makedirs(args.out, exist_ok=True)
-    nums = [int(d[:5]) for d in os.listdir(args.out) if d[:5].isdigit()]
-    name = f"{max(nums, default=-1) + 1:05d}-{args.data_name}-{args.final_res}"
-    return os.path.join(args.out, name)
+    while True:
+        nums = [int(d[:5]) for d in os.listdir(args.out) if d[:5].isdigit()]
+        path = os.path.join(args.out, f"{max(nums, default=-1) + 1:05d}-{args.data_name}-{args.final_res}")
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+
+
+def kimg_name(nimg):
+    """000012.345 for 12,345 images: exact to the image, so snapshots and grids taken less than a
+    kimg apart (--snap-kimg, --tick-kimg below 1) never replace one another, and names sort in order."""
+    return f"{nimg // 1000:06d}.{nimg % 1000:03d}"
 
 
 def latest_checkpoint(out):
@@ -320,15 +383,27 @@ def plain_args(args):
     return {k: v for k, v in vars(args).items() if v is None or isinstance(v, (str, int, float, bool))}
 
 
-def save_checkpoint(path, state):
+def save_checkpoint(path, state, durable=True):
     """Atomic and durable: a crash (or power loss) while writing never leaves a truncated file
-    under the real name. `state` is a dict for torch.save, or text."""
+    under the real name. `state` is a dict for torch.save, text or bytes. A failed write (a full
+    disk) removes its partial file, which would otherwise keep the disk full, and raises a one-line
+    OSError with the space the file needs. durable=False skips the fsyncs (sample grids)."""
     tmp = path + ".tmp"
-    with open(tmp, "w" if isinstance(state, str) else "wb") as f:
-        f.write(state) if isinstance(state, str) else torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w" if isinstance(state, str) else "wb") as f:
+            f.write(state) if isinstance(state, (str, bytes)) else torch.save(state, f)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:  # also a second Ctrl-C: no partial file stays behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, (OSError, RuntimeError)):  # torch.save reports a failed write as a RuntimeError
+            raise write_error(path, state, e) from None
+        raise
+    if not durable:
+        return
     fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
         os.fsync(fd)  # the rename itself
@@ -336,8 +411,44 @@ def save_checkpoint(path, state):
         os.close(fd)
 
 
+def write_error(path, state, e):
+    """The OSError behind a failed save (torch.save keeps it as the RuntimeError's context), with
+    the space the file needs and the space there is."""
+    cause = e
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    why = (cause.strerror or str(cause)) if cause is not None else str(e).splitlines()[0]
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2 ** 20:.1f} MB free now"
+    except OSError:
+        free = "free space unknown"
+    return OSError(f"cannot write {path}: {why}; it needs about {nbytes(state) / 2 ** 20:.1f} MB free "
+                   f"in {folder} ({free})")
+
+
+def nbytes(state):
+    """About the size `state` takes on disk: its tensors' bytes, plus text."""
+    if torch.is_tensor(state):  # plus torch.save's zip header and 64-byte alignment per tensor
+        return state.untyped_storage().nbytes() + 128
+    if isinstance(state, dict):
+        return sum(nbytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(nbytes(v) for v in state)
+    return len(state) if isinstance(state, (str, bytes)) else 8
+
+
+def remove_partial_files(run_dir):
+    """The .tmp files of saves that a kill -9 or a power loss cut short: never read, only in the way."""
+    stale = sorted(f for f in os.listdir(run_dir) if f.endswith(".tmp"))
+    for f in stale:
+        os.remove(os.path.join(run_dir, f))
+    return stale
+
+
 def save_grid(images, path, nrow=8, min_cell=64):
-    """images [N, C, H, W] in [-1, 1] -> one PNG grid; small images are enlarged (nearest)."""
+    """images [N, C, H, W] in [-1, 1] -> one PNG grid (written atomically); small images are
+    enlarged (nearest)."""
     from PIL import Image
     x = sg.to_uint8(images.detach()).cpu()
     if x.shape[-1] < min_cell:
@@ -350,7 +461,10 @@ def save_grid(images, path, nrow=8, min_cell=64):
         r, c = divmod(i, ncol)
         grid[:, r * H:(r + 1) * H, c * W:(c + 1) * W] = x[i]
     arr = grid.permute(1, 2, 0).numpy()
-    Image.fromarray(arr[:, :, 0] if C == 1 else arr).save(path)
+    buf = io.BytesIO()
+    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower(), "PNG")
+    Image.fromarray(arr[:, :, 0] if C == 1 else arr).save(buf, format=fmt)
+    save_checkpoint(path, buf.getvalue(), durable=False)
 
 
 def estimate_eta(cur_nimg, total_nimg, sec_per_kimg, cur_res, final_res, args, world):
@@ -417,23 +531,92 @@ def new_config(args):
                fmap_max=args.fmap_max or base.fmap_max, num_channels=3, mbstd_group_size=args.mbstd_group)})
 
 
+class Run:
+    """What every way out of one process needs, kept current by fit(): where to log, the images
+    shown, the last good checkpoint, the open data loader and the signal that asked to stop."""
+
+    def __init__(self, rank):
+        self.rank, self.run_dir = rank, None
+        self.cur_nimg, self.last_good, self.loader = 0, (None, 0), None
+        self.signum, self.signal_time = 0, 0.0
+
+    def log(self, line, may_fail=True):
+        """Rank 0 only: stdout and run_dir/log.txt (which a full disk may refuse)."""
+        if self.rank != 0:
+            return
+        print(line, flush=True)
+        try:
+            with open(os.path.join(self.run_dir, "log.txt"), "a") as f:
+                f.write(line.lstrip("\n") + "\n")
+        except OSError:
+            if may_fail:
+                raise
+
+    def fail(self, what, status=1):
+        """Ends this process with one line, from whichever rank failed, and a non-zero status."""
+        line = (f"stopping at {self.cur_nimg / 1000:.1f} kimg: {what}; nothing was saved from this state. "
+                f"Last good checkpoint: {self.last_good[0] or 'none'} ({self.last_good[1] / 1000:.1f} kimg)")
+        if self.rank == 0 and self.run_dir:
+            self.log(line, may_fail=False)
+        else:
+            print(f"rank {self.rank}: {line}", file=sys.stderr, flush=True)
+        raise SystemExit(status)
+
+    def on_signal(self, signum, frame):
+        """SIGINT/SIGTERM: fit() finishes the step and writes a checkpoint, then the process exits."""
+        if self.signum:  # a second signal quits at once, unless it is the same one arriving twice
+            if time.time() - self.signal_time > 5:  # (from the terminal's process group and from the parent)
+                raise KeyboardInterrupt
+            return
+        self.signum, self.signal_time = signum, time.time()
+        self.log(f"\n{signal.Signals(signum).name}: finishing this step and writing a checkpoint "
+                 f"(send again to quit at once)")
+
+
+def describe(e):
+    """An exception in one line. A loader worker's error arrives with the worker's whole traceback
+    as its message, whose last line is the original error."""
+    text = str(e)
+    lines = [x.strip() for x in text.splitlines() if x.strip()] or [""]
+    return lines[-1] if "Original Traceback" in text else f"{type(e).__name__}: {lines[0]}"
+
+
 def train(rank, args):
+    """One process of the run. However it ends early, it ends here: one line that names the cause
+    and the last good checkpoint, the loader's workers shut down (left to the garbage collector,
+    they kept the process from ever exiting), and a non-zero exit status: 1 for an error, 128 + N
+    after signal N once the checkpoint is written (the shell's convention)."""
+    run = Run(rank)
+    try:
+        stopped = fit(rank, args, run)
+    except KeyboardInterrupt:  # a second signal, or Ctrl-C before the handlers were installed
+        run.fail("quit at once on a second signal" if run.signum else "interrupted",
+                 128 + (run.signum or signal.SIGINT))
+    except Exception as e:
+        peer = isinstance(e, RuntimeError) and "by peer" in str(e)  # gloo: another process has ended
+        run.fail("another process ended (its own line says why)" if peer else describe(e))
+    finally:
+        data.close_loader(run.loader)
+    if stopped:  # a process that saw no signal itself stopped at another's request
+        raise SystemExit(128 + (run.signum or signal.SIGTERM))
+
+
+def fit(rank, args, run):
+    """Setup, then the official training loop; returns whether a signal stopped it."""
     rank, world, device = setup_distributed(rank, args)
     args.device = device
     if args.amp == "auto":  # bf16 where the GPU has it natively (Ampere and later), fp16 before
         args.amp = "off" if device.type == "cpu" else \
             "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     kernels.IMPL = args.impl
-    master = rank == 0
-    run_dir, ckpt_path = args.run_dir, os.path.join(args.run_dir, "ckpt.pt")
-    if master:
-        os.makedirs(run_dir, exist_ok=True)
-
-    def log(line):  # rank 0 only: stdout and run_dir/log.txt
-        if master:
-            print(line, flush=True)
-            with open(os.path.join(run_dir, "log.txt"), "a") as f:
-                f.write(line.lstrip("\n") + "\n")
+    master, log = rank == 0, run.log
+    if world > 1:  # under torchrun every process ran prepare(), and only rank 0 made the folder
+        args.run_dir = broadcast_text(args.run_dir if master else "", device)
+    run_dir = run.run_dir = args.run_dir
+    ckpt_path = os.path.join(run_dir, "ckpt.pt")
+    stale = remove_partial_files(run_dir) if master else []
+    if stale:
+        log(f"removed {len(stale)} partial file(s) of saves cut short: {', '.join(stale)}")
 
     ckpt = torch.load(args.resume_path, map_location="cpu", weights_only=True) if args.resume_path else None
     # NVIDIA's pickle (--resume X.pkl) holds the networks only: a new run starts from them
@@ -457,12 +640,11 @@ def train(rank, args):
         for scaler, key in zip(scalers, ("scaler_G", "scaler_D")):
             scaler.load_state_dict(ckpt[key])
     total_nimg = int(args.kimg * 1000)
-    last_good = (ckpt_path, cur_nimg) if ckpt else (None, 0)
+    run.cur_nimg, run.last_good = cur_nimg, ((ckpt_path, cur_nimg) if ckpt else (None, 0))
 
     z_grid = torch.randn(32, cfg.z_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
     if master:
-        with open(os.path.join(run_dir, "args.json"), "w") as f:
-            json.dump(plain_args(args), f, indent=1)
+        save_checkpoint(os.path.join(run_dir, "args.json"), json.dumps(plain_args(args), indent=1), durable=False)
         nparams = sum(p.numel() for p in G.parameters())
         log(f"run {run_dir}: {args.data_name} at {cfg.resolution}x{cfg.resolution}, G {nparams:,} params, "
             f"{world} process(es) on {device.type}, amp {args.amp}, kernels {args.impl}"
@@ -477,43 +659,28 @@ def train(rank, args):
                     rng=torch.get_rng_state())  # for inspection: every step reseeds (step_seed)
 
     def checkpoint(phase, snapshot=False):
-        nonlocal last_good
         finite = torch.stack([p.isfinite().all() for p in [*G.parameters(), *D.parameters()]]).all()
         if not finite:
-            fail("non-finite weights")
+            run.fail("non-finite weights")
         if not in_sync((G, D), world):
-            fail("processes hold different weights")
+            run.fail("processes hold different weights")
         if master:
             save_checkpoint(ckpt_path, state(phase))
-            if snapshot:
-                save_checkpoint(os.path.join(run_dir, f"snapshot-{cur_nimg // 1000:06d}.pt"),
-                                dict(config=cfg.to_dict(), G_ema=G_ema.state_dict(), res=phase.res,
-                                     alpha=phase.alpha, cur_nimg=cur_nimg))
-        last_good = (ckpt_path, cur_nimg)
+        run.last_good = (ckpt_path, cur_nimg)
+        if master and snapshot:
+            save_checkpoint(os.path.join(run_dir, f"snapshot-{kimg_name(cur_nimg)}.pt"),
+                            dict(config=cfg.to_dict(), G_ema=G_ema.state_dict(), res=phase.res,
+                                 alpha=phase.alpha, cur_nimg=cur_nimg))
 
-    def fail(what):
-        log(f"stopping: {what} at {cur_nimg / 1000:.1f} kimg; nothing was saved from this state. "
-            f"Last good checkpoint: {last_good[0] or 'none'} ({last_good[1] / 1000:.1f} kimg)")
-        raise SystemExit(1)
-
-    stop = [0.0, 0.0]  # [requested, when]; the request is summed over processes in the D all-reduce
-
-    def on_signal(signum, frame):
-        if stop[0]:  # a second signal quits at once, unless it is the same one arriving twice
-            if time.time() - stop[1] > 5:  # (from the terminal's process group and from the parent)
-                raise KeyboardInterrupt
-            return
-        stop[0], stop[1] = 1.0, time.time()
-        log(f"\n{signal.Signals(signum).name}: finishing this step and writing a checkpoint "
-            f"(send again to quit at once)")
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # A stop request (run.signum) is summed over processes in the D all-reduce
+    signal.signal(signal.SIGINT, run.on_signal)
+    signal.signal(signal.SIGTERM, run.on_signal)
 
     stats = torch.zeros(4, device=device)  # sums over the tick: G loss, D loss, penalty, steps
     sec_per_kimg = {}  # latest measured speed per resolution, for the ETA
     tick_nimg, tick_time, ticks = cur_nimg, time.time(), 0
     line = [cur_nimg, time.time(), False]  # last progress line: images, time, long-run warning given
-    loader, loader_res, done, stopped, check = None, None, False, False, True
+    loader_res, done, stopped, check = None, False, False, True
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     while not done:
@@ -525,8 +692,9 @@ def train(rank, args):
             opt_G, opt_D = adam(G, phase.lr), adam(D, phase.lr)
             phase_key, check = key, True  # a new set of layers in use: verify all processes agree
         if phase.res != loader_res:
-            loader = iter(data.make_loader(args.dataset.at(phase.res), phase.batch // world, rank=rank,
-                                           world_size=world, seed=args.seed, start=cur_nimg))
+            data.close_loader(run.loader)
+            run.loader = data.make_loader(args.dataset.at(phase.res), phase.batch // world, rank=rank,
+                                          world_size=world, seed=args.seed, start=cur_nimg)
             loader_res = phase.res
         for opt in (opt_G, opt_D):
             for group in opt.param_groups:
@@ -538,13 +706,13 @@ def train(rank, args):
         torch.manual_seed(step_seed(args.seed, 0, step))
         z_D, z_G = torch.randn(2, phase.batch, cfg.z_dim, device=device)[:, rank * N:(rank + 1) * N]
         torch.manual_seed(step_seed(args.seed, rank + 1, step))  # per process: noise, mixing, flips
-        reals = next(loader).to(device, non_blocking=True).float() / 127.5 - 1
+        reals = next(run.loader).to(device, non_blocking=True).float() / 127.5 - 1
         if args.mirror:
             flip = torch.rand(reals.shape[0], device=device) < 0.5
             reals = torch.where(flip[:, None, None, None], reals.flip(3), reals)
         reals = fade_reals(reals, phase.alpha)
 
-        flags = torch.zeros(1, device=device) + stop[0]  # no host-to-device copy, no sync
+        flags = torch.zeros(1, device=device) + float(run.signum > 0)  # no host-to-device copy, no sync
         losses, flags = train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args,
                                    world, flags, check)
         check = False
@@ -552,6 +720,7 @@ def train(rank, args):
             stats += torch.cat([losses, torch.ones(1, device=device)])
         cur_nimg += phase.batch
         step += 1
+        run.cur_nimg = cur_nimg
         # Reading the flag waits for the GPU, so look every 16 steps there: a signal acts within 16.
         if device.type == "cpu" or step % 16 == 0:
             stopped = stopped or bool(flags.sum() > 0)
@@ -567,7 +736,7 @@ def train(rank, args):
             g, d, pen = (stats[:3] / stats[3]).tolist()  # nan when every step of the tick overflowed
             stats.zero_()
             if not all(map(math.isfinite, (g, d, pen))):
-                fail(f"non-finite loss (G {g}, D {d}, penalty {pen})")
+                run.fail(f"non-finite loss (G {g}, D {d}, penalty {pen})")
             now = time.time()
             sec_kimg = (now - tick_time) / max(cur_nimg - tick_nimg, 1) * 1000
             sec_per_kimg[phase.res] = sec_kimg
@@ -588,7 +757,7 @@ def train(rank, args):
                 with torch.no_grad():
                     fakes = torch.cat([G_ema(z, phase.res, phase.alpha, noise_mode="const")
                                        for z in z_grid.split(8)])
-                save_grid(fakes, os.path.join(run_dir, f"fakes{cur_nimg // 1000:06d}.png"))
+                save_grid(fakes, os.path.join(run_dir, f"fakes{kimg_name(cur_nimg)}.png"))
             ticks += 1
             snap_due = crossed(tick_nimg, cur_nimg, args.snap_kimg) if args.snap_kimg else ticks % 10 == 0
             if snap_due or done:
@@ -599,13 +768,13 @@ def train(rank, args):
             line[:2] = cur_nimg, tick_time
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
+    status = f"; exit status {128 + (run.signum or signal.SIGTERM)}" if stopped else ""
     log(f"{'stopped' if stopped else 'done'} at {cur_nimg / 1000:.1f} kimg; "
         f"checkpoint {ckpt_path}; samples {run_dir}/fakes*.png"
-        + (f"; weights identical on all {world} processes" if world > 1 else ""))
+        + (f"; weights identical on all {world} processes" if world > 1 else "") + status)
     if world > 1:
         dist.destroy_process_group()
-
-
+    return stopped
 
 
 def crossed(prev_nimg, cur_nimg, every_kimg):
@@ -638,38 +807,102 @@ def evaluate(G_ema, phase, args, rank, world, run_dir, log, cur_nimg):
 # ----------------------------------------------------------------------------------------------
 # Entry point: check everything a user can get wrong before any process starts.
 
-def prepare(args):
+def find_resume(args):
+    """--resume -> args.resume_path (a train.py checkpoint: the run continues with its flags unless
+    a flag says otherwise, and always with its network) or args.official (NVIDIA's pickle: a new
+    run fine-tunes it at its resolution, stable phase, fresh optimizers)."""
+    args.resume_path, args.official = None, None
     if args.resume == "auto":
         args.resume_path = latest_checkpoint(args.out)
+        if args.resume_path is None:
+            print(f"--resume auto: no checkpoint in {args.out}; starting a new run")
     elif args.resume:
         if not os.path.isfile(args.resume):
             raise SystemExit(f"--resume: no checkpoint at {args.resume}")
         args.resume_path = args.resume
-    else:
-        args.resume_path = None
-    args.official = None
-    if args.resume_path and args.resume_path.endswith(".pkl"):  # NVIDIA's pickle: a new run fine-tunes it
+    if args.resume_path and args.resume_path.endswith(".pkl"):
         try:
-            res = sg.read_official(args.resume_path)["config"]["resolution"]
+            config = sg.read_official(args.resume_path)["config"]
         except ValueError as e:
             raise SystemExit(f"--resume: {e}")
         args.official, args.resume_path = args.resume_path, None
-        args.final_res = args.start_res = res  # the final resolution, stable phase, fresh optimizers
+        check_network_flags(args, config, args.official)
+        res = args.final_res = args.start_res = config["resolution"]
         print(f"--resume {args.official}: NVIDIA's {res}x{res} networks, fine-tuned at {res}x{res} from 0 kimg")
-    ckpt_args = {}
     if args.resume_path:
-        try:  # mmap: only the flags and config are read here; each process loads the weights itself
-            ckpt = torch.load(args.resume_path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as e:
-            raise SystemExit(f"--resume: {args.resume_path} is not a readable checkpoint ({type(e).__name__})")
-        if not isinstance(ckpt, dict) or "opt_G" not in ckpt:
-            raise SystemExit(f"--resume: {args.resume_path} is not a train.py checkpoint")
-        ckpt_args = ckpt["args"]
-        for k, v in ckpt_args.items():  # the run continues as it was started unless a flag says otherwise
+        ckpt = read_resume(args.resume_path)
+        check_network_flags(args, ckpt["config"], args.resume_path)
+        for k, v in ckpt.get("args", {}).items():
             if k not in RESUME_FRESH and k not in args.given:
                 setattr(args, k, v)
         args.final_res = ckpt["config"]["resolution"]
+        if int(args.kimg * 1000) <= ckpt["cur_nimg"]:
+            refuse(f"--kimg {args.kimg:g}: {args.resume_path} has reached {ckpt['cur_nimg'] / 1000:g} kimg "
+                   f"already; give a larger --kimg to train on")
 
+
+def read_resume(path):
+    """A train.py checkpoint's flags and config, its weights checked against the config before any
+    process starts. mmap: the tensors are not read here; each process loads them itself."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise SystemExit(f"--resume: {path} is not a readable checkpoint ({type(e).__name__})")
+    if not isinstance(ckpt, dict) or "opt_G" not in ckpt:
+        raise SystemExit(f"--resume: {path} is not a train.py checkpoint")
+    try:
+        sg.check_checkpoint(ckpt, path)
+    except ValueError as e:
+        raise SystemExit(f"--resume: {e}")
+    return ckpt
+
+
+# The flags that shape the network, with the config field each one sets
+NET_FLAGS = {"res": "resolution", "fmap_base": "fmap_base", "fmap_max": "fmap_max", "w_dim": "w_dim",
+             "mapping_layers": "mapping_layers", "mbstd_group": "mbstd_group_size"}
+
+
+def check_network_flags(args, config, source):
+    """A resumed run keeps its network: a flag given for another one is refused, not ignored."""
+    asked = {f"--{k.replace('_', '-')} {getattr(args, k)}": (field, getattr(args, k))
+             for k, field in NET_FLAGS.items() if k in args.given}
+    if "noise" in args.given:
+        asked["--no-noise"] = ("use_noise", not args.no_noise)
+    if "config" in args.given:
+        asked.update({f"--config {args.config}": (field, v)
+                      for field, v in sg.PAPER_CONFIGS[args.config]["cfg"].items()})
+    for flag, (field, value) in asked.items():
+        if config.get(field) != value:
+            refuse(f"{flag}: the network in {source} has {field} {config.get(field)}, and a resumed run "
+                   f"keeps its network; leave the flag out, or start a new run without --resume")
+
+
+def run_folder(args):
+    """The run's folder: the checkpoint's when resuming, else a new one in --out, made by rank 0
+    alone (under torchrun the others learn its name in fit()). A folder that cannot be written is
+    refused now, not at the first checkpoint."""
+    folder = (os.path.dirname(args.resume_path) or ".") if args.resume_path else None
+    if int(os.environ.get("RANK", 0)) != 0:
+        return folder
+    if folder:
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            refuse(f"--resume {args.resume_path}: cannot write in {folder} ({e.strerror or e}); copy the run "
+                   f"folder somewhere writable and resume from there")
+        return folder
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        refuse(f"--out {args.out} is a file; give a folder (it is created if missing)")
+    try:
+        return new_run_dir(args)
+    except OSError as e:
+        refuse(f"--out {args.out}: cannot create a run folder there ({e.strerror or e}); give a folder you "
+               f"can write to")
+
+
+def prepare(args):
+    find_resume(args)
     if args.data is None:
         source, message = data.default_source()
         print(message)
@@ -713,33 +946,87 @@ def prepare(args):
             metrics.load_inception()
         except (ValueError, OSError, RuntimeError) as e:
             raise SystemExit(f"--metrics {args.metrics}: {e}")
-    args.run_dir = os.path.dirname(args.resume_path) if args.resume_path else new_run_dir(args)
+    args.run_dir = run_folder(args)
 
 
 RESUME_FRESH = ("resume", "resume_path", "out", "run_dir", "gpus", "data_name", "final_res")
+
+
+GRACE_SEC = 5  # after one process fails, the others' time to end by themselves before they are killed
+STOPPED = (0, 128 + signal.SIGINT, 128 + signal.SIGTERM)  # finished, or stopped by a signal after a checkpoint
+
+
+def launch(args):
+    """--gpus N: N processes here. A signal to this one is passed on to them. When one fails, the
+    others get GRACE_SEC to end by themselves (gloo notices a dead peer; a process blocked in an
+    NCCL collective never runs its signal handler) and are then killed. Exit status: 0, 128 + N
+    after signal N (once the checkpoint is written), else 1 with one line."""
+    import socket
+    with socket.socket() as s:  # a free port for the processes to meet on
+        s.bind(("127.0.0.1", 0))
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(s.getsockname()[1]))
+    ctx = torch.multiprocessing.start_processes(train, args=(args,), nprocs=args.gpus, join=False)
+    got = []
+
+    def forward(signum, frame):  # `kill PID` reaches only this process: pass it on to the ranks
+        got.append(signum)
+        for p in ctx.processes:
+            if p.is_alive():
+                os.kill(p.pid, signum)
+    saved = signal.signal(signal.SIGINT, forward), signal.signal(signal.SIGTERM, forward)
+    try:
+        killed = join_ranks(ctx.processes)
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+        for f in ctx.error_files:  # tracebacks of exceptions that train() did not catch: there are none
+            with contextlib.suppress(OSError):
+                os.remove(f)
+    codes = [p.exitcode for p in ctx.processes]
+    failed = [f"process {i} " + (f"was killed by {signal.Signals(-c).name}" if c < 0 else f"exited with status {c}")
+              for i, c in enumerate(codes) if c not in STOPPED and i not in killed]
+    if failed:  # (the processes' own lines say why; one killed from outside has none)
+        raise SystemExit(f"train.py: the run has ended: {', '.join(failed)}"
+                         + (f"; process(es) {killed} did not end by themselves and were killed" if killed else "")
+                         + f". Last good checkpoint: {describe_checkpoint(args.run_dir)}")
+    if any(codes):  # all stopped by a signal, their checkpoint written
+        raise SystemExit(128 + got[0] if got else max(codes))
+
+
+def join_ranks(procs):
+    """Waits for all processes. Once one has failed (an exit status not in STOPPED), those still
+    running GRACE_SEC later are killed; returns their indices."""
+    deadline, killed = math.inf, []
+    while any(p.is_alive() for p in procs):
+        if time.time() >= deadline:
+            killed = [i for i, p in enumerate(procs) if p.is_alive()]
+            for i in killed:
+                procs[i].kill()
+            break
+        wait = max(0.0, min(1.0, deadline - time.time()))
+        multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()], timeout=wait)
+        if deadline == math.inf and any(p.exitcode not in (None, *STOPPED) for p in procs):
+            deadline = time.time() + GRACE_SEC
+    for p in procs:
+        p.join()
+    return killed
+
+
+def describe_checkpoint(run_dir):
+    """'RUN/ckpt.pt (12.3 kimg)' or 'none', read from the file (mmap: the weights stay on disk)."""
+    path = os.path.join(run_dir or "", "ckpt.pt")
+    try:
+        nimg = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["cur_nimg"]
+    except Exception:  # absent or unreadable: no good checkpoint to name
+        return "none"
+    return f"{path} ({nimg / 1000:.1f} kimg)"
 
 
 def main(argv=None):
     args = get_args(argv)
     prepare(args)
     if args.gpus > 1 and "RANK" not in os.environ:
-        import socket
-        with socket.socket() as s:  # a free port for the processes to meet on
-            s.bind(("127.0.0.1", 0))
-            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(s.getsockname()[1]))
-        ctx = torch.multiprocessing.start_processes(train, args=(args,), nprocs=args.gpus, join=False)
-
-        def forward(signum, frame):  # `kill PID` reaches only this process: pass it on to the ranks
-            for p in ctx.processes:
-                if p.is_alive():
-                    os.kill(p.pid, signum)
-        saved = signal.signal(signal.SIGINT, forward), signal.signal(signal.SIGTERM, forward)
-        try:
-            while not ctx.join():
-                pass
-        finally:
-            signal.signal(signal.SIGINT, saved[0])
-            signal.signal(signal.SIGTERM, saved[1])
+        launch(args)
     else:  # in this process: leave the kernel switch and signal handlers as they were found
         saved = kernels.IMPL, signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
         try:

@@ -315,18 +315,27 @@ def test_other_weights_file_is_used_with_one_line_warning(net, weights_file, cap
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated but NVIDIA ships it
-def test_torchscript_weights_are_accepted(tmp_path, capsys):
+def test_only_nvidias_torchscript_is_loaded(tmp_path, monkeypatch):
+    """TorchScript carries code that loading it runs: a file whose sha256 is not that of NVIDIA's
+    inception-2015-12-05.pt is refused, whatever its name, with how to convert it instead."""
+    import hashlib
+
     class Features(torch.nn.Module):  # NVIDIA's interface: forward(uint8 x, return_features=True)
         def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
             f = x.float().mean(dim=(2, 3)).repeat(1, 683)[:, :2048]
             return f if return_features else f[:, :1008]
 
-    path = str(tmp_path / "scripted.pt")
-    torch.jit.script(Features()).save(path)
-    loaded = metrics.load_inception(path)
-    assert isinstance(loaded, metrics.TorchScriptInception)
+    for name in ("scripted.pt", metrics.NV_FILE):
+        path = str(tmp_path / name)
+        torch.jit.script(Features()).save(path)
+        with pytest.raises(ValueError, match="sha256") as e:
+            metrics.load_inception(path)
+        if name != metrics.NV_FILE:  # (a wrong NV_FILE fails the name's own hash check first)
+            assert "is TorchScript" in str(e.value) and "torch.save(net.state_dict()" in str(e.value)
+    monkeypatch.setattr(metrics, "NV_SHA256", hashlib.sha256(open(path, "rb").read()).hexdigest())
+    loaded = metrics.load_inception(path)  # NVIDIA's own file, as far as its hash tells
+    assert isinstance(loaded, metrics.TorchScriptInception) and loaded.tag == "nv_inception"
     assert loaded(smooth_images(3, 20, 0)).shape == (3, 2048)
-    assert "not a standard" in capsys.readouterr().err
 
 
 def test_standard_names_must_match_known_hashes(tmp_path):

@@ -1,5 +1,6 @@
 """Tests for sample.py: every output and figure from a real (tiny) train.py checkpoint, checked
 against direct generator calls pixel for pixel, plus clear errors for bad input."""
+import os
 import signal
 
 import numpy as np
@@ -207,6 +208,19 @@ def test_interp_gif(ckpt, tmp_path):
 def test_bad_seeds(ckpt, tmp_path, seeds, capsys):
     with pytest.raises(SystemExit, match="--seeds"):
         run(ckpt, tmp_path, "--seeds", seeds)
+
+
+@pytest.mark.parametrize("flags", [["--psi", "nan"], ["--psi", "inf"], ["--batch", "0"],
+                                   ["--nrow", "0"]])
+def test_nonsense_numbers_are_refused(tmp_path, flags, capsys):
+    """--psi nan wrote an all-black PNG and exited 0: now argparse's one-line error, exit status 2,
+    before the checkpoint is read."""
+    with pytest.raises(SystemExit) as e:
+        sample.main(["--ckpt", str(tmp_path / "not-read.pt"), "--out", str(tmp_path / "s.png"), *flags])
+    err = capsys.readouterr().err
+    errors = [x for x in err.splitlines() if ": error: " in x]
+    assert e.value.code == 2 and len(errors) == 1 and f": error: {flags[0]} {flags[1]}: must be" in errors[0]
+    assert not os.listdir(tmp_path)
 
 
 def test_seed_parsing():

@@ -1,11 +1,17 @@
 """Tests for train.py: the official schedule at its boundaries, a tiny end-to-end run, exact resume,
 two-process data parallelism (gloo), the non-finite guard, SIGINT, and input errors."""
+import errno
 import json
 import math
+import multiprocessing
 import os
+import re
+import resource
+import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -192,10 +198,175 @@ def test_signal_writes_checkpoint(tmp_path, sig, gpus, group):
             os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
             break
     out = "".join(lines) + proc.communicate(timeout=120)[0]
-    assert proc.returncode == 0, out
-    assert signal.Signals(sig).name in out and "stopped at" in out
+    assert proc.returncode == 128 + sig, out  # the shell's convention, once the checkpoint is written
+    assert signal.Signals(sig).name in out and "stopped at" in out and f"exit status {128 + sig}" in out
+    assert "Traceback" not in out
     run_dir = os.path.join(tmp_path, os.listdir(tmp_path)[0])
     assert load(run_dir)["cur_nimg"] >= 32
+
+
+# ----------------------------------------------------------------------------------------------
+# Faults: every error ends the run within seconds, in one line naming the last good checkpoint
+
+def train_process(out, *extra, limit=None, prefix=()):
+    """train.py in a subprocess, --kimg 1 unless extra says otherwise -> (status, output, seconds).
+    limit: a file size limit (RLIMIT_FSIZE) in bytes; writes beyond it fail like a full disk."""
+    def fsize():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG from write() instead of a core dump
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    cmd = [*prefix, sys.executable, os.path.join(ROOT, "train.py"), *TINY, "--kimg", "1", "--out", str(out), *extra]
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          preexec_fn=fsize if limit else None)
+    return proc.returncode, proc.stdout + proc.stderr, time.time() - t0
+
+
+def stopping_lines(out):
+    return [x for x in out.splitlines() if "stopping at" in x]
+
+
+def leftovers(folder):
+    return [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if f.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_bad_image_mid_folder_ends_the_run(tmp_path, gpus):
+    """Image 14 is the 21st read (seed 0's order), after the checkpoint at the first new resolution
+    (16 images): the loader worker raises, and the run must end, not hang (it did, forever). With
+    two processes it is process 1's shard; process 0 and the parent must end too."""
+    from PIL import Image
+    for i in range(24):
+        Image.fromarray((torch.rand(16, 16, 3) * 255).byte().numpy()).save(tmp_path / f"{i:02d}.png")
+    (tmp_path / "14.png").write_bytes(b"not a png")
+    status, out, seconds = train_process(tmp_path / "runs", "--data", str(tmp_path), "--gpus", str(gpus))
+    run_dir = os.path.join(tmp_path, "runs", os.listdir(tmp_path / "runs")[0])
+    assert status == 1 and seconds < 30, out
+    assert "Traceback" not in out, out
+    bad = [x for x in stopping_lines(out) if "14.png" in x]
+    assert len(bad) == 1 and "cannot decode image" in bad[0] and "--skip-bad" in bad[0], out
+    ckpt = os.path.join(run_dir, "ckpt.pt")
+    assert f"Last good checkpoint: {ckpt}" in bad[0] and load(run_dir)["cur_nimg"] == 16
+    if gpus == 2:
+        summary, = [x for x in out.splitlines() if x.startswith("train.py: ")]
+        assert "process 1 exited with status 1" in summary and f"Last good checkpoint: {ckpt} (0.0 kimg)" in summary
+    assert not leftovers(tmp_path)
+
+
+def _fail_at_once():
+    raise SystemExit(1)
+
+
+def _blocked_in_a_collective():  # as an NCCL wait: no Python signal handler ever runs
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(600)
+
+
+def test_a_process_that_does_not_end_after_another_failed_is_killed(monkeypatch):
+    monkeypatch.setattr(train, "GRACE_SEC", 0.5)
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=f) for f in (_blocked_in_a_collective, _fail_at_once)]
+    for p in procs:
+        p.start()
+    t0 = time.time()
+    killed = train.join_ranks(procs)
+    assert killed == [0] and time.time() - t0 < 5, [p.exitcode for p in procs]
+    assert [p.exitcode for p in procs] == [-signal.SIGKILL, 1]
+
+
+@pytest.mark.parametrize("disk", ["file-size-limit", "small-tmpfs"])
+def test_full_disk_ends_the_run_and_keeps_the_last_checkpoint(tmp_path, disk):
+    """The first checkpoint of a resumed run does not fit: the run ends within seconds in one line
+    with the space needed, the previous checkpoint stays as it was, no partial .tmp file remains."""
+    run_dir = run(tmp_path, "--kimg", "0.016")
+    before = open(os.path.join(run_dir, "ckpt.pt"), "rb").read()
+    resume = ["--resume", "auto", "--kimg", "1", "--snap-kimg", "0.032"]
+    if disk == "file-size-limit":
+        status, out, seconds = train_process(tmp_path / "runs", *resume, limit=len(before) // 2)
+        why = "File too large"
+    else:
+        # The run folder on a tmpfs with 128 KiB to spare: room for logs and samples, not for the
+        # new checkpoint. The mount exists only in a private namespace, so the script checks there.
+        if not shutil.which("unshare"):
+            pytest.skip("no unshare here to mount a small file system")
+        stage = tmp_path / "stage"
+        shutil.copytree(run_dir, stage)
+        size = sum(-(-os.path.getsize(stage / f) // 4096) * 4096 for f in os.listdir(stage)) + 128 * 1024
+        script = tmp_path / "full-disk.sh"
+        script.write_text(f'mount -t tmpfs -o size={size} tmpfs {run_dir} || exit 99\n'
+                          f'cp -r {stage}/. {run_dir}\n"$@"\ns=$?\nls -a {run_dir}\n'
+                          f'cmp {run_dir}/ckpt.pt {stage}/ckpt.pt && echo unchanged\nexit $s\n')
+        status, out, seconds = train_process(tmp_path / "runs", *resume, prefix=["unshare", "-rm", "sh", script])
+        if status == 99:
+            pytest.skip("no unprivileged mount namespaces here")
+        why = "No space left on device"
+    assert status == 1 and seconds < 30, out
+    line, = stopping_lines(out)
+    assert re.search(f"cannot write {run_dir}/ckpt.pt: {why}; it needs about [0-9.]+ MB free in {run_dir} "
+                     f"\\([0-9.]+ MB free now\\)", line), out
+    assert f"Last good checkpoint: {run_dir}/ckpt.pt (0.0 kimg)" in line and "Traceback" not in out
+    if disk == "file-size-limit":
+        assert open(os.path.join(run_dir, "ckpt.pt"), "rb").read() == before and not leftovers(tmp_path)
+    else:
+        assert "unchanged" in out and ".tmp" not in out, out
+
+
+def test_failed_save_removes_its_partial_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "ckpt.pt")
+    train.save_checkpoint(path, {"w": torch.ones(3)})
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match=r"ckpt.pt: No space left on device; it needs about 4\.0 MB free") as e:
+        train.save_checkpoint(path, {"w": torch.zeros(2 ** 20)})
+    assert "\n" not in str(e.value) and os.listdir(tmp_path) == ["ckpt.pt"]
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(3))
+
+
+def test_partial_files_of_a_killed_run_are_removed_on_resume(tmp_path, capsys):
+    run_dir = run(tmp_path, "--kimg", "0.016")
+    for name in ("ckpt.pt.tmp", "snapshot-000000.016.pt.tmp"):  # what a kill -9 mid-save leaves
+        open(os.path.join(run_dir, name), "wb").write(b"partial")
+    train.main(["--out", str(tmp_path / "runs"), "--resume", "auto", "--kimg", "0.024"])
+    assert not leftovers(tmp_path) and load(run_dir)["cur_nimg"] == 24
+    assert "removed 2 partial file(s) of saves cut short: ckpt.pt.tmp, snapshot-000000.016.pt.tmp" \
+        in capsys.readouterr().out
+
+
+def test_snapshots_and_grids_below_one_kimg_keep_their_own_files(tmp_path):
+    """A tick and a snapshot every 8 images: four of each, none replacing another (named by whole
+    kimg, all four were 000000)."""
+    run_dir = run(tmp_path, "--kimg", "0.032", "--tick-kimg", "0.008", "--snap-kimg", "0.008")
+    files = sorted(os.listdir(run_dir))
+    steps = ["000000.008", "000000.016", "000000.024", "000000.032"]
+    assert [f for f in files if f.startswith("fakes")] == [f"fakes{s}.png" for s in steps]
+    assert [f for f in files if f.startswith("snapshot-")] == [f"snapshot-{s}.pt" for s in steps]
+    for s in steps:
+        snap = torch.load(os.path.join(run_dir, f"snapshot-{s}.pt"), weights_only=True)
+        assert snap["cur_nimg"] == int(s[-3:])
+    assert train.kimg_name(25_000_128) == "025000.128"
+
+
+def _claim_run_dirs(out, barrier, n, queue):
+    args = train.get_args(["--out", out])
+    args.data_name, args.final_res = "builtin", 8
+    barrier.wait()
+    queue.put([train.new_run_dir(args) for _ in range(n)])
+
+
+def test_two_runs_started_together_get_two_folders(tmp_path):
+    """Two processes claim 30 run folders each at the same moment: 60 folders, none shared (the
+    number came from listdir and the folder was made later, so both could take the same one)."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_claim_run_dirs, args=(str(tmp_path), barrier, 30, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    claimed = queue.get(timeout=60) + queue.get(timeout=60)
+    for p in procs:
+        p.join()
+    assert len(set(claimed)) == 60 and all(os.path.isdir(d) for d in claimed)
+    assert sorted(os.listdir(tmp_path)) == [f"{i:05d}-builtin-8" for i in range(60)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,6 +389,89 @@ def test_bad_input(tmp_path):
         train.main(["--resume", str(tmp_path / "junk.pt"), "--out", str(tmp_path)])
     os.remove(tmp_path / "junk.pt")
     assert not os.listdir(tmp_path)  # nothing was started
+
+
+def usage_error(capsys, call):
+    """call() must end as argparse's parser.error does: exit status 2 and one error line."""
+    with pytest.raises(SystemExit) as e:
+        call()
+    err = capsys.readouterr().err
+    errors = [x for x in err.splitlines() if ": error: " in x]
+    assert e.value.code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--kimg", "0"], "--kimg 0: must be a finite number > 0"), (["--kimg", "-5"], "--kimg -5: must be"),
+    (["--kimg", "nan"], "--kimg nan: must be"), (["--batch", "0"], "--batch 0: must be an integer >= 1"),
+    (["--batch", "-4"], "--batch -4: must be an integer >= 1"), (["--gpus", "0"], "--gpus 0: must be"),
+    (["--lr", "-0.002"], "--lr -0.002: must be a finite number > 0"),
+    (["--mixing", "1.5"], "--mixing 1.5: a probability, must be between 0 and 1"),
+    (["--mixing", "-1"], "--mixing -1: a probability"), (["--seed", "-1"], "--seed -1: must be an integer >= 0")])
+def test_nonsense_flags_are_refused(tmp_path, capsys, flags, says):
+    """Each trained a step and wrote a checkpoint, became the default (--batch 0), or crashed."""
+    # (--kimg 0.008 first: should a flag slip through again, the run is one step, not the paper's 25000 kimg)
+    argv = TINY + ["--kimg", "0.008", "--out", str(tmp_path / "runs"), *flags]
+    assert says in usage_error(capsys, lambda: train.main(argv))
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_resume_refuses_flags_for_another_network(tmp_path, capsys):
+    """A resumed run keeps the checkpoint's network; a flag asking for another one was ignored."""
+    run_dir = run(tmp_path, "--kimg", "0.016")
+    resume = ["--out", str(tmp_path / "runs"), "--resume", "auto"]
+    ckpt = os.path.join(run_dir, "ckpt.pt")
+    for flags, says in ((["--res", "16"], f"--res 16: the network in {ckpt} has resolution 8"),
+                        (["--fmap-base", "128"], "--fmap-base 128: the network in"),
+                        (["--no-noise"], "--no-noise: the network in"),
+                        (["--kimg", "0.016"], f"--kimg 0.016: {ckpt} has reached 0.016 kimg already")):
+        assert says in usage_error(capsys, lambda: train.main(resume + flags)), flags
+    train.main(resume + ["--res", "8", "--fmap-base", "64", "--kimg", "0.024"])  # the same values are fine
+    assert load(run_dir)["cur_nimg"] == 24
+
+
+def test_resume_auto_without_a_checkpoint_says_it_starts_a_new_run(tmp_path, capsys):
+    run_dir = run(tmp_path, "--kimg", "0.008", "--resume", "auto")
+    assert f"--resume auto: no checkpoint in {tmp_path / 'runs'}; starting a new run" in capsys.readouterr().out
+    assert load(run_dir)["cur_nimg"] == 8
+
+
+def test_out_that_cannot_hold_a_run_is_refused(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    line = usage_error(capsys, lambda: train.main(TINY + ["--out", str(tmp_path / "file")]))
+    assert f"--out {tmp_path / 'file'} is a file; give a folder" in line
+    read_only = tmp_path / "ro"  # a read-only tmpfs there, in a private mount namespace
+    read_only.mkdir()
+    script = tmp_path / "read-only.sh"
+    script.write_text(f'mount -t tmpfs -o ro,size=64k tmpfs {read_only} || exit 99\n"$@"\n')
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare here to mount a read-only file system")
+    status, out, _ = train_process(read_only / "runs", prefix=["unshare", "-rm", "sh", script])
+    if status == 99:
+        pytest.skip("no unprivileged mount namespaces here")
+    errors = [x for x in out.splitlines() if ": error: " in x]
+    assert status == 2 and "Traceback" not in out and len(errors) == 1, out
+    assert f"--out {read_only}/runs: cannot create a run folder there (Read-only file system)" in errors[0]
+
+
+@pytest.mark.parametrize("edit, says", [("fmap_max", "weights do not match its config (12 of another shape, e.g."),
+                                        ("colour", "its config has unknown key(s) colour")])
+def test_checkpoint_whose_config_does_not_match_its_weights(tmp_path, edit, says):
+    """train.py --resume, sample.py and metrics.py: one line each, where load_state_dict raised
+    'Error(s) in loading state_dict' over many lines (or the config a TypeError)."""
+    import metrics
+    import sample
+    ckpt = load(run(tmp_path, "--kimg", "0.016"))
+    ckpt["config"][edit] = 32 if edit == "fmap_max" else "blue"
+    path = str(tmp_path / "edited.pt")
+    torch.save(ckpt, path)
+    for call in (lambda: train.main(["--resume", path, "--out", str(tmp_path / "runs"), "--kimg", "1"]),
+                 lambda: sample.main(["--ckpt", path, "--out", str(tmp_path / "s.png")]),
+                 lambda: sample.main(["--ckpt", path, "--export-official", str(tmp_path / "x.pkl")]),
+                 lambda: metrics.main(["--ckpt", path, "--data", "builtin", "--metrics", "swd", "--quiet"])):
+        with pytest.raises(SystemExit) as e:
+            call()
+        assert says in str(e.value) and path in str(e.value) and "\n" not in str(e.value)
 
 
 def test_missing_fid_weights_fail_before_training(tmp_path, monkeypatch):
