@@ -45,7 +45,7 @@ class StyleGANConfig:
     use_instance_norm: bool = True  # instance norm before the style (AdaIN)
     truncation_cutoff: int = 8    # psi applies to ws[:, :cutoff] (coarse layers, 4x4..32x32); 0 = never
     w_avg_beta: float = 0.995     # EMA of w during training, the centre of truncation
-    mbstd_group_size: int = 4
+    mbstd_group_size: int = 4     # minibatch stddev over groups of 4; 0 or 1 = no stddev layer at all
     mbstd_features: int = 1
 
     def __post_init__(self):
@@ -53,6 +53,9 @@ class StyleGANConfig:
             raise ValueError(f"resolution must be a power of two >= 4, got {self.resolution}")
         if self.mapping_layers == 0 and self.z_dim != self.w_dim:
             raise ValueError("mapping_layers=0 uses z as w, so z_dim must equal w_dim")
+        if self.mbstd_group_size < 0 or (self.mbstd_group_size > 1 and self.mbstd_features < 1):
+            raise ValueError(f"minibatch stddev needs mbstd_group_size >= 0 and, when on (> 1), mbstd_features "
+                             f">= 1; got {self.mbstd_group_size} and {self.mbstd_features}")
         if not self.use_styles and self.const_input_layer:
             raise ValueError("use_styles=False with const_input_layer=True would ignore the latent: "
                              "the traditional generator needs const_input_layer=False")
@@ -198,6 +201,25 @@ def instance_norm(x, eps=1e-8):
 
 
 # ----------------------------------------------------------------------------------------------
+# Mapping network f
+
+class MappingNetwork(nn.Module):
+    """z -> pixel norm -> 8 x (dense 512 + leaky ReLU), lrmul 0.01 -> w."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        dims = [cfg.z_dim] + [cfg.mapping_fmaps] * (cfg.mapping_layers - 1) + [cfg.w_dim]
+        self.layers = nn.ModuleList([EqualLinear(dims[i], dims[i + 1], lrmul=cfg.mapping_lrmul)
+                                     for i in range(cfg.mapping_layers)])
+
+    def forward(self, z):
+        x = pixel_norm(z)
+        for layer in self.layers:
+            x = layer(x, act=True)
+        return x
+
+
+# ----------------------------------------------------------------------------------------------
 # Synthesis network g
 
 class LayerEpilogue(nn.Module):
@@ -297,22 +319,13 @@ class SynthesisNetwork(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Mapping network f and the generator wrapper
+# The generator wrapper: mapping, truncation, style mixing, synthesis
 
-class MappingNetwork(nn.Module):
-    """z -> pixel norm -> 8 x (dense 512 + leaky ReLU), lrmul 0.01 -> w."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        dims = [cfg.z_dim] + [cfg.mapping_fmaps] * (cfg.mapping_layers - 1) + [cfg.w_dim]
-        self.layers = nn.ModuleList([EqualLinear(dims[i], dims[i + 1], lrmul=cfg.mapping_lrmul)
-                                     for i in range(cfg.mapping_layers)])
-
-    def forward(self, z):
-        x = pixel_norm(z)
-        for layer in self.layers:
-            x = layer(x, act=True)
-        return x
+def mix_styles(ws1, ws2, cutoff):
+    """Layers [0, cutoff) from ws1, layers [cutoff, num_ws) from ws2."""
+    ws = ws1.clone()
+    ws[:, cutoff:] = ws2[:, cutoff:]
+    return ws
 
 
 class Generator(nn.Module):
@@ -370,13 +383,6 @@ class Generator(nn.Module):
         return self.synthesis(ws, res, alpha, noise_mode)
 
 
-def mix_styles(ws1, ws2, cutoff):
-    """Layers [0, cutoff) from ws1, layers [cutoff, num_ws) from ws2."""
-    ws = ws1.clone()
-    ws[:, cutoff:] = ws2[:, cutoff:]
-    return ws
-
-
 # ----------------------------------------------------------------------------------------------
 # Discriminator
 
@@ -416,7 +422,8 @@ class Discriminator(nn.Module):
         stages = range(2, cfg.log2_res + 1)
         self.fromrgb = nn.ModuleList([EqualConv2d(cfg.num_channels, cfg.nf(s - 1), 1) for s in stages])
         self.blocks = nn.ModuleList([DiscriminatorBlock(cfg, 2 ** s) for s in stages if s > 2])
-        self.conv = EqualConv2d(cfg.nf(1) + cfg.mbstd_features, cfg.nf(1), 3)
+        self.mbstd = cfg.mbstd_features if cfg.mbstd_group_size > 1 else 0  # official: off for groups <= 1
+        self.conv = EqualConv2d(cfg.nf(1) + self.mbstd, cfg.nf(1), 3)
         self.dense0 = EqualLinear(cfg.nf(1) * 16, cfg.nf(0))
         self.dense1 = EqualLinear(cfg.nf(0), 1, gain=1.0)
 
@@ -433,7 +440,8 @@ class Discriminator(nn.Module):
             if i == n - 1 and alpha < 1:
                 y = self.fromrgb[n - 1](downscale2d(img), act=True)
                 x = torch.lerp(y, x, max(float(alpha), 0.0))
-        x = minibatch_stddev(x, self.cfg.mbstd_group_size, self.cfg.mbstd_features)
+        if self.mbstd:
+            x = minibatch_stddev(x, self.cfg.mbstd_group_size, self.mbstd)
         x = self.conv(x, act=True)
         x = self.dense0(x.flatten(1), act=True)
         return self.dense1(x)
@@ -648,6 +656,8 @@ def official_config(g, d, kwargs):
                use_noise="G_synthesis/noise0" in g, mbstd_features=d["4x4/Conv/weight"].shape[2] - nf[1])
     if len(dense) > 1:
         cfg["mapping_fmaps"] = dense[0].shape[1]
+    if cfg["mbstd_features"] == 0:  # no stddev channel: built with mbstd_group_size <= 1 (layer off)
+        cfg.update(mbstd_group_size=min(cfg.get("mbstd_group_size", 0), 1), mbstd_features=1)
     below = [(c, s) for s, c in enumerate(nf) if c < max(nf)]
     if below:  # the first stage under the cap fixes fmap_base; with none, any base >= the cap's works
         cfg["fmap_base"] = below[0][0] * 2 ** below[0][1]

@@ -114,7 +114,7 @@ def arg_parser():
                    help="a generator of the paper's Tables 1, 2 and 4 with its style mixing probability "
                    "(stylegan.PAPER_CONFIGS): " + ", ".join(sg.PAPER_CONFIGS) + ". Default: table1-f, "
                    "the full StyleGAN; --mapping-layers, --no-noise and --mixing given explicitly win")
-    g.add_argument("--mbstd-group", type=int, default=4, help="minibatch stddev group size (official 4)")
+    g.add_argument("--mbstd-group", type=int, default=4, help="minibatch stddev group size (official 4); 0 or 1 = no stddev layer, as the official D")
     return p
 
 
@@ -137,8 +137,8 @@ def get_args(argv=None):
 # What each numeric flag allows; anything else is refused before a run starts. None (not given)
 # means the official default. Integers > 0 read as ">= 1".
 POSITIVE = ("kimg", "batch", "lr", "gpus", "ema_kimg", "tick_kimg", "snap_kimg", "metrics_num", "fmap_base",
-            "fmap_max", "w_dim", "mbstd_group")
-NON_NEGATIVE = ("phase_kimg", "r1_gamma", "metrics_kimg", "mapping_layers", "seed")
+            "fmap_max", "w_dim")
+NON_NEGATIVE = ("phase_kimg", "r1_gamma", "metrics_kimg", "mapping_layers", "seed", "mbstd_group")
 
 
 def check_ranges(p, args):

@@ -41,6 +41,19 @@ def test_official_parameter_count_1024():
     assert G.cfg.num_ws == 18
 
 
+@pytest.mark.parametrize("group", [0, 1])
+def test_minibatch_stddev_off_is_the_official_layer_off(group):
+    """The official D_basic skips minibatch stddev for mbstd_group_size <= 1: its 4x4 conv then reads
+    nf(1) = 512 channels, not 513, so it has 9 * 512 fewer weights than the default D."""
+    with torch.device("meta"):
+        D = sg.Discriminator(sg.StyleGANConfig(mbstd_group_size=group))
+    assert trainable(D) == 23_087_249 - 9 * 512
+    D = sg.Discriminator(tiny_cfg(16, mbstd_group_size=group))
+    assert D.conv.weight.shape[1] == D.cfg.nf(1)
+    x = torch.randn(3, 3, 16, 16)  # no group divides 3 but 1 and 3: nothing to shrink when off
+    torch.testing.assert_close(D(x)[1], D(x[1:2])[0], rtol=1e-5, atol=1e-6)  # each image alone
+
+
 def test_channel_counts_follow_nf():
     cfg = sg.StyleGANConfig()
     expected = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}

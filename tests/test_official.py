@@ -308,7 +308,8 @@ def test_official_project_official_is_exact(official, network_class, tmp_path):
 
 VARIANTS = {"small": {}, "no-noise-no-mapping": dict(use_noise=False, mapping_layers=0),
             # the paper's traditional generator, where this project's config has it (Table 1 b)
-            **({"table1-b": dict(getattr(sg, "TRADITIONAL", {}))} if hasattr(sg, "TRADITIONAL") else {})}
+            **({"table1-b": dict(getattr(sg, "TRADITIONAL", {}))} if hasattr(sg, "TRADITIONAL") else {}),
+            "no-mbstd": dict(mbstd_group_size=1)}  # official D_basic without the stddev layer
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
