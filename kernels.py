@@ -9,7 +9,8 @@ The synthesis epilogue of StyleGAN (Karras et al. 2018, sec. 2 and fig. 1) is
     y = scale[n, c] * (t - mean_hw(t)) / sqrt(var_hw(t) + eps) + shift[n, c]      (AdaIN, eq. 1)
 which eager PyTorch runs as five or six passes over memory. Here it is one read of x and noise and
 one write of y when a plane fits one program (up to SPLIT_HW elements: 64x64), and two reads and
-one write when a larger plane is split across programs (a first pass writes per-chunk statistics).
+one write when a larger plane is split across programs (a first pass writes per-chunk statistics,
+which one small launch combines).
 
 blur2d and conv2d are plain torch convolutions with hand-written gradients: R1 differentiates the
 discriminator twice, and autograd's convolution double backward computes each weight gradient as a
@@ -171,6 +172,38 @@ if HAS_TRITON:
         tl.store(CM2 + out, tl.sum(d * d, axis=1), mask=c_ok)
 
     @triton.jit
+    def _adain_combine_stats_kernel(
+        CMEAN, CM2,  # [R, n_chunks] fp32 per-chunk mean and M2 of R = N * C planes (_adain_stats_kernel)
+        MEAN, RSTD,  # [R] fp32 out: plane mean and 1 / sqrt(var + eps)
+        R, HW, n_chunks, chunk_hw, eps,
+        BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):
+        """Chan et al. (1979), with n_k = min(HW - k * chunk_hw, chunk_hw) the true size of chunk k
+        (the last may be partial):  mean = sum_k n_k mean_k / HW,
+        M2 = sum_k M2_k + sum_k n_k (mean_k - mean)^2,  var = M2 / HW. One launch for all planes
+        instead of a dozen small torch ops per split layer."""
+        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
+        r_ok = r < R
+        row = r.to(tl.int64)[:, None] * n_chunks
+        acc = tl.zeros([BLOCK_R, BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, n_chunks, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)                        # [BLOCK_K]
+            mask = r_ok[:, None] & (k < n_chunks)[None, :]
+            count = tl.minimum(HW - k * chunk_hw, chunk_hw).to(tl.float32)
+            acc += tl.load(CMEAN + row + k[None, :], mask=mask, other=0.0) * count[None, :]
+        mean = tl.sum(acc, axis=1) / HW
+        acc = tl.zeros([BLOCK_R, BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, n_chunks, BLOCK_K):  # a second pass: the deviations need the plane mean
+            k = k0 + tl.arange(0, BLOCK_K)
+            mask = r_ok[:, None] & (k < n_chunks)[None, :]
+            count = tl.minimum(HW - k * chunk_hw, chunk_hw).to(tl.float32)
+            cmean = tl.load(CMEAN + row + k[None, :], mask=mask, other=0.0)
+            d = tl.where(mask, cmean - mean[:, None], 0.0)
+            acc += tl.load(CM2 + row + k[None, :], mask=mask, other=0.0) + count[None, :] * d * d
+        tl.store(MEAN + r, mean, mask=r_ok)
+        tl.store(RSTD + r, 1.0 / tl.sqrt(tl.sum(acc, axis=1) / HW + eps), mask=r_ok)
+
+    @triton.jit
     def _adain_fwd_kernel(
         X, Y,          # [N, C, H, W] input and output, same strides (x_sn, x_sc, x_shw); y in x's dtype
         NOISE,         # [N, 1, H, W] noise (strides nz_sn, nz_shw), read only when HAS_NOISE
@@ -211,8 +244,9 @@ if HAS_TRITON:
     #   db[c] = sum_{n, i} du_i     dw[c] = sum_{n, i} du_i * noise_i     dnoise_i = sum_c du_i * w[c]
     # t and xhat are recomputed from x (and the saved [N, C] mean and rstd) rather than stored.
     # dh and ds need the whole plane before any dx can be written: a tile holding whole planes sums
-    # them itself; split planes get them from a first pass (_adain_bwd_sums_kernel). db and dw are
-    # written as per-(plane, chunk) partial sums that the wrapper reduces over n and chunks.
+    # them itself; split planes get them from a first pass (_adain_bwd_sums_kernel) whose per-chunk
+    # partials _adain_sum_partials_kernel adds up. db and dw are written as per-(plane, chunk)
+    # partial sums that the same kernel reduces over n and chunks.
 
     @triton.jit
     def _adain_recompute(X, G, NOISE, NW, B, MEAN, RSTD, n, c, hw, c_ok, hw_ok, mask, C, x_sn, x_sc,
@@ -282,6 +316,31 @@ if HAS_TRITON:
         tl.store(PDB + out, tl.sum(du, axis=1), mask=c_ok)
         if HAS_NOISE:
             tl.store(PDW + out, tl.sum(du * nz[None, :], axis=1), mask=c_ok)
+
+    @triton.jit
+    def _adain_sum_partials_kernel(
+        P, Q,           # [N, R, n_chunks] fp32 partial sums (Q read only when HAS_Q)
+        P_SUM, Q_SUM,   # [R] fp32 out: P and Q summed over n and chunks
+        N, R, n_chunks,
+        HAS_Q: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):
+        """Two reductions in one launch: dh and ds per plane from per-chunk partials (N = 1, R = the
+        N * C planes), or db and dw per channel from per-(plane, chunk) partials (R = C)."""
+        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
+        r_ok = r < R
+        p = tl.zeros([BLOCK_R, BLOCK_K], dtype=tl.float32)
+        q = tl.zeros([BLOCK_R, BLOCK_K], dtype=tl.float32)
+        for n in range(N):
+            row = (n * R + r).to(tl.int64)[:, None] * n_chunks
+            for k0 in range(0, n_chunks, BLOCK_K):
+                k = k0 + tl.arange(0, BLOCK_K)                    # [BLOCK_K]
+                mask = r_ok[:, None] & (k < n_chunks)[None, :]
+                p += tl.load(P + row + k[None, :], mask=mask, other=0.0)
+                if HAS_Q:
+                    q += tl.load(Q + row + k[None, :], mask=mask, other=0.0)
+        tl.store(P_SUM + r, tl.sum(p, axis=1), mask=r_ok)
+        if HAS_Q:
+            tl.store(Q_SUM + r, tl.sum(q, axis=1), mask=r_ok)
 
     # ------------------------------------------------------------------------------------------
     # Triton kernels: bias + leaky ReLU, and its gradient (itself differentiable, for R1)
@@ -378,8 +437,9 @@ def _adain_plan(C, HW, channels_last):
     return min_c, block_hw, triton.cdiv(HW, block_hw)
 
 
-def _adain_launch_args(x, noise, noise_weight):
-    """Layout-normalized x and noise, the tile plan and the arguments every adain kernel shares."""
+def _adain_launch_args(x, noise, noise_weight, bias, slope):
+    """Layout-normalized x, the grid, and the keyword arguments (named as in the kernels' signatures)
+    that every adain kernel shares: inputs, plane geometry, strides, tile plan."""
     N, C, H, W = x.shape
     x, (x_sn, x_sc, x_shw) = _plane_strides(_dense(x))
     has_noise = noise is not None
@@ -390,33 +450,51 @@ def _adain_launch_args(x, noise, noise_weight):
         noise, noise_weight, nz_sn, nz_shw = x, x, 0, 0
     BLOCK_C, BLOCK_HW, n_chunks = _adain_plan(C, H * W, channels_last=(x_sc == 1 and x_shw != 1))
     n_cblocks = triton.cdiv(C, BLOCK_C)
-    grid = (N * n_cblocks * n_chunks,)
-    meta = dict(HAS_NOISE=has_noise, BLOCK_C=BLOCK_C, BLOCK_HW=BLOCK_HW, num_warps=_num_warps(BLOCK_C * BLOCK_HW))
-    dims = (C, H * W, n_cblocks, n_chunks)
-    return x, noise, noise_weight, (x_sn, x_sc, x_shw), (nz_sn, nz_shw), dims, grid, meta
+    shared = dict(X=x, NOISE=noise, NW=noise_weight, B=bias.contiguous(),
+                  C=C, HW=H * W, n_cblocks=n_cblocks, n_chunks=n_chunks,
+                  x_sn=x_sn, x_sc=x_sc, x_shw=x_shw, nz_sn=nz_sn, nz_shw=nz_shw, slope=slope,
+                  HAS_NOISE=has_noise, BLOCK_C=BLOCK_C, BLOCK_HW=BLOCK_HW,
+                  num_warps=_num_warps(BLOCK_C * BLOCK_HW))
+    return x, (N * n_cblocks * n_chunks,), shared
+
+
+def _partials_plan(R, n_chunks):
+    """Grid and tile (BLOCK_R rows of BLOCK_K chunks, about 1024 elements) of the small kernels that
+    reduce [.., R, n_chunks] partials."""
+    BLOCK_K = min(triton.next_power_of_2(n_chunks), 256)
+    BLOCK_R = min(triton.next_power_of_2(R), max(1, 1024 // BLOCK_K))
+    tile = dict(BLOCK_R=BLOCK_R, BLOCK_K=BLOCK_K, num_warps=_num_warps(BLOCK_R * BLOCK_K))
+    return (triton.cdiv(R, BLOCK_R),), tile
+
+
+def _sum_partials(p, q, N, R, n_chunks):
+    """p [N, R, n_chunks] summed over n and chunks to [R] fp32, and q likewise (None: none)."""
+    has_q = q is not None
+    p_sum = torch.empty(R, device=p.device, dtype=torch.float32)
+    q_sum = torch.empty(R, device=p.device, dtype=torch.float32) if has_q else None
+    grid, tile = _partials_plan(R, n_chunks)
+    _adain_sum_partials_kernel[grid](P=p, Q=q if has_q else p, P_SUM=p_sum, Q_SUM=q_sum if has_q else p_sum,
+                                     N=N, R=R, n_chunks=n_chunks, HAS_Q=has_q, **tile)  # p: placeholder
+    return p_sum, q_sum
 
 
 def _adain_forward(x, noise, noise_weight, bias, scale, shift, slope, eps):
     """Returns y [N, C, H, W] (x's dtype) and the fp32 plane statistics mean, rstd [N, C]."""
     N, C, H, W = x.shape
-    x, noise, nw, xs, nzs, dims, grid, meta = _adain_launch_args(x, noise, noise_weight)
-    n_chunks = dims[3]
-    bias, scale, shift = bias.contiguous(), scale.contiguous(), shift.contiguous()
+    x, grid, shared = _adain_launch_args(x, noise, noise_weight, bias, slope)
+    n_chunks = shared["n_chunks"]
     y = torch.empty_like(x)
     mean = torch.empty((N, C), device=x.device, dtype=torch.float32)
     rstd = torch.empty((N, C), device=x.device, dtype=torch.float32)
-    if n_chunks > 1:
+    if n_chunks > 1:  # split planes: per-chunk statistics, then one small launch combines them
         cmean = torch.empty((N * C, n_chunks), device=x.device, dtype=torch.float32)
         cm2 = torch.empty((N * C, n_chunks), device=x.device, dtype=torch.float32)
-        _adain_stats_kernel[grid](x, noise, nw, bias, cmean, cm2, *dims, *xs, *nzs, slope, **meta)
-        # Chan et al. (1979): mean = sum(n_k mean_k) / M, M2 = sum(M2_k) + sum(n_k (mean_k - mean)^2)
-        count = (H * W - meta["BLOCK_HW"] * torch.arange(n_chunks, device=x.device))
-        count = count.clamp(max=meta["BLOCK_HW"]).float()
-        mean = (cmean * count).sum(1) / (H * W)
-        m2 = cm2.sum(1) + ((cmean - mean[:, None]).square() * count).sum(1)
-        mean, rstd = mean.view(N, C), torch.rsqrt(m2 / (H * W) + eps).view(N, C)
-    _adain_fwd_kernel[grid](x, y, noise, nw, bias, scale, shift, mean, rstd, *dims, *xs, *nzs,
-                            slope, eps, HAS_STATS=n_chunks > 1, **meta)
+        _adain_stats_kernel[grid](CMEAN=cmean, CM2=cm2, **shared)
+        sgrid, tile = _partials_plan(N * C, n_chunks)
+        _adain_combine_stats_kernel[sgrid](CMEAN=cmean, CM2=cm2, MEAN=mean, RSTD=rstd, R=N * C, HW=H * W,
+                                           n_chunks=n_chunks, chunk_hw=shared["BLOCK_HW"], eps=eps, **tile)
+    _adain_fwd_kernel[grid](Y=y, SCALE=scale.contiguous(), SHIFT=shift.contiguous(), MEAN=mean, RSTD=rstd,
+                            eps=eps, HAS_STATS=n_chunks > 1, **shared)
     return y, mean, rstd
 
 
@@ -424,25 +502,24 @@ def _adain_backward(dy, x, noise, noise_weight, bias, scale, mean, rstd, slope):
     """Returns dx [N, C, H, W] (x's dtype), d noise_weight [C], d bias [C], d scale, d shift [N, C],
     all but dx in fp32; d noise_weight is None without noise."""
     N, C, H, W = x.shape
-    x, noise, nw, xs, nzs, dims, grid, meta = _adain_launch_args(x, noise, noise_weight)
-    dy, gs = _plane_strides(dy)  # the gradient may come in any layout (e.g. expanded by .sum())
-    n_chunks = dims[3]
-    bias, scale = bias.contiguous(), scale.contiguous()
+    x, grid, shared = _adain_launch_args(x, noise, noise_weight, bias, slope)
+    dy, (g_sn, g_sc, g_shw) = _plane_strides(dy)  # dy may come in any layout (e.g. expanded by .sum())
+    grad = dict(G=dy, g_sn=g_sn, g_sc=g_sc, g_shw=g_shw, MEAN=mean, RSTD=rstd)
+    n_chunks, has_noise = shared["n_chunks"], shared["HAS_NOISE"]
     dx = torch.empty_like(x)
-    dshift = torch.empty((N, C), device=x.device, dtype=torch.float32)
-    dscale = torch.empty((N, C), device=x.device, dtype=torch.float32)
     pdb = torch.empty((N * C, n_chunks), device=x.device, dtype=torch.float32)
-    pdw = torch.empty((N * C, n_chunks), device=x.device, dtype=torch.float32) if meta["HAS_NOISE"] else pdb
-    if n_chunks > 1:
+    pdw = torch.empty((N * C, n_chunks), device=x.device, dtype=torch.float32) if has_noise else pdb
+    if n_chunks > 1:  # split planes: dh and ds from per-chunk partial sums, before the pass over dx
         pdh = torch.empty((N * C, n_chunks), device=x.device, dtype=torch.float32)
         pds = torch.empty((N * C, n_chunks), device=x.device, dtype=torch.float32)
-        _adain_bwd_sums_kernel[grid](x, dy, noise, nw, bias, mean, rstd, pdh, pds, *dims, *xs, *gs, *nzs,
-                                     slope, **meta)
-        dshift, dscale = pdh.sum(1).view(N, C), pds.sum(1).view(N, C)
-    _adain_bwd_kernel[grid](x, dx, dy, noise, nw, bias, scale, mean, rstd, dshift, dscale, pdb, pdw,
-                            *dims, *xs, *gs, *nzs, slope, HAS_SUMS=n_chunks > 1, **meta)
-    dbias = pdb.view(N, C, n_chunks).sum((0, 2))
-    dnw = pdw.view(N, C, n_chunks).sum((0, 2)) if meta["HAS_NOISE"] else None
+        _adain_bwd_sums_kernel[grid](PDSHIFT=pdh, PDSCALE=pds, **grad, **shared)
+        dshift, dscale = (t.view(N, C) for t in _sum_partials(pdh, pds, 1, N * C, n_chunks))
+    else:  # written by _adain_bwd_kernel
+        dshift = torch.empty((N, C), device=x.device, dtype=torch.float32)
+        dscale = torch.empty((N, C), device=x.device, dtype=torch.float32)
+    _adain_bwd_kernel[grid](DX=dx, SCALE=scale.contiguous(), DSHIFT=dshift, DSCALE=dscale, PDB=pdb, PDW=pdw,
+                            HAS_SUMS=n_chunks > 1, **grad, **shared)
+    dbias, dnw = _sum_partials(pdb, pdw if has_noise else None, N, C, n_chunks)
     return dx, dnw, dbias, dscale, dshift
 
 

@@ -128,6 +128,25 @@ def test_noise_adain_half(shape, noise_mode, channels_last, split_hw, dtype, mon
         assert_close(got, want, 1e-2, name)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_noise_adain_split_statistics(channels_last, monkeypatch):
+    """The split path's combined plane statistics (per-chunk mean and M2 merged by Chan's formula in
+    _adain_combine_stats_kernel) equal the plain mean and biased variance of t = leaky_relu(u) in
+    float64, to 1e-5 of the largest value, with a last chunk much shorter than the others. An offset
+    mean makes a combine that weighted chunks by the full chunk size fail."""
+    monkeypatch.setattr(kernels, "SPLIT_HW", 64)
+    shape = (2, 40, 13, 11) if channels_last else (3, 2, 13, 11)  # 143 positions: chunks 64, 64, 15 (NCHW)
+    _, BLOCK_HW, n_chunks = kernels._adain_plan(shape[1], 143, channels_last)
+    assert n_chunks > 1 and 143 % BLOCK_HW != 0  # split, the last chunk partial
+    x, noise, nw, bias, scale, shift = adain_inputs(shape, "batch", channels_last, torch.float32, seed=6)
+    x = x + torch.linspace(-3, 5, shape[1], device=DEVICE).view(1, -1, 1, 1)  # a different mean per channel
+    _, mean, rstd = kernels._adain_forward(x, noise, nw, bias, scale, shift, 0.2, 1e-8)
+    u = x.double() + nw.double().view(1, -1, 1, 1) * noise.double() + bias.double().view(1, -1, 1, 1)
+    t = F.leaky_relu(u, 0.2)
+    assert_close(mean, t.mean((2, 3)), 1e-5, "mean")
+    assert_close(rstd, torch.rsqrt(t.var((2, 3), unbiased=False) + 1e-8), 1e-5, "rstd")
+
+
 def test_noise_adain_strided_style_and_grad():
     """scale/shift as chunk() views of one [N, 2C] style, as the model passes them, and an
     expanded (stride 0) upstream gradient."""
@@ -376,7 +395,7 @@ def build(fn, xdtype, consts, int_ty='i32'):
     for a in fn.arg_names:
         if a in consts: sig[a] = 'constexpr'
         elif a in ('X', 'Y', 'DX', 'G'): sig[a] = '*' + xdtype
-        elif a.isupper() and a not in ('C', 'HW', 'R', 'L'): sig[a] = '*fp32'
+        elif a.isupper() and a not in ('N', 'C', 'HW', 'R', 'L'): sig[a] = '*fp32'
         elif a in ('slope', 'eps', 'gain'): sig[a] = 'fp32'
         else: sig[a] = int_ty
     tile = 1
@@ -388,6 +407,8 @@ for xd, (bc, bhw), on in itertools.product(('fp32', 'bf16'), ((64, 16), (32, 128
     build(K._adain_fwd_kernel, xd, dict(meta, HAS_STATS=on))
     build(K._adain_bwd_kernel, xd, dict(meta, HAS_SUMS=on))
     build((K._adain_stats_kernel, K._adain_bwd_sums_kernel)[on], xd, meta)
+    build(K._adain_combine_stats_kernel, xd, dict(BLOCK_R=bc, BLOCK_K=bhw))
+    build(K._adain_sum_partials_kernel, xd, dict(HAS_Q=on, BLOCK_R=bc, BLOCK_K=bhw))
     build(K._bias_lrelu_fwd_kernel, xd, dict(BIAS_PER_ROW=on, BLOCK_R=bc, BLOCK_L=bhw))
     for sum_bias in (False, True):
         build(K._lrelu_grad_kernel, xd, dict(SUM_BIAS=sum_bias, BIAS_PER_ROW=on, BLOCK_R=bc, BLOCK_L=bhw))
