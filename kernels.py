@@ -3,6 +3,7 @@
     noise_adain(x, noise, noise_weight, bias, scale, shift)   the synthesis layer epilogue
     bias_lrelu(x, bias)                                       mapping network and discriminator
     blur2d(x), conv2d(x, w)                                   resampling filter and convolutions
+    scale_weights(tensors, scales)                            equalized-lr weights (x scale, autocast dtype)
 
 The synthesis epilogue of StyleGAN (Karras et al. 2018, sec. 2 and fig. 1) is
     u = x + noise_weight[c] * noise + bias[c];  t = leaky_relu(u, 0.2)
@@ -245,7 +246,7 @@ if HAS_TRITON:
     # t and xhat are recomputed from x (and the saved [N, C] mean and rstd) rather than stored.
     # dh and ds need the whole plane before any dx can be written: a tile holding whole planes sums
     # them itself; split planes get them from a first pass (_adain_bwd_sums_kernel) whose per-chunk
-    # partials _adain_sum_partials_kernel adds up. db and dw are written as per-(plane, chunk)
+    # partials _sum_partials_kernel adds up. db and dw are written as per-(plane, chunk)
     # partial sums that the same kernel reduces over n and chunks.
 
     @triton.jit
@@ -318,18 +319,19 @@ if HAS_TRITON:
             tl.store(PDW + out, tl.sum(du * nz[None, :], axis=1), mask=c_ok)
 
     @triton.jit
-    def _adain_sum_partials_kernel(
-        P, Q,           # [N, R, n_chunks] fp32 partial sums (Q read only when HAS_Q)
-        P_SUM, Q_SUM,   # [R] fp32 out: P and Q summed over n and chunks
+    def _sum_partials_kernel(
+        P, Q,           # [N, R, n_chunks] fp32 (fp64) partial sums (Q read only when HAS_Q)
+        P_SUM, Q_SUM,   # [R] out, P's dtype: P and Q summed over n and chunks
         N, R, n_chunks,
         HAS_Q: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
     ):
         """Two reductions in one launch: dh and ds per plane from per-chunk partials (N = 1, R = the
-        N * C planes), or db and dw per channel from per-(plane, chunk) partials (R = C)."""
+        N * C planes), or db and dw per channel from per-(plane, chunk) partials (R = C); also the
+        bias gradient of _lrelu_grad_kernel from its per-tile partials."""
         r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
         r_ok = r < R
-        p = tl.zeros([BLOCK_R, BLOCK_K], dtype=tl.float32)
-        q = tl.zeros([BLOCK_R, BLOCK_K], dtype=tl.float32)
+        p = tl.zeros([BLOCK_R, BLOCK_K], dtype=P_SUM.dtype.element_ty)
+        q = tl.zeros([BLOCK_R, BLOCK_K], dtype=P_SUM.dtype.element_ty)
         for n in range(N):
             row = (n * R + r).to(tl.int64)[:, None] * n_chunks
             for k0 in range(0, n_chunks, BLOCK_K):
@@ -372,7 +374,7 @@ if HAS_TRITON:
     # gradient: that is the second-order gradient R1 and WGAN-GP need.
     # The bias gradient db[c] = sum over n (and h, w) of dx is summed here from the fp32 dx while it
     # is in registers: each program writes its tile's sums per channel (a row of the tile in NCHW,
-    # a column in [N, C] and channels_last), and the launcher adds up those few partial sums.
+    # a column in [N, C] and channels_last), and _sum_partials_kernel adds those up (one launch).
     @triton.jit
     def _lrelu_grad_kernel(
         G, Y, DX,  # [R, L] incoming gradient, forward output, result; one layout (as the forward's X)
@@ -468,13 +470,14 @@ def _partials_plan(R, n_chunks):
 
 
 def _sum_partials(p, q, N, R, n_chunks):
-    """p [N, R, n_chunks] summed over n and chunks to [R] fp32, and q likewise (None: none)."""
+    """p [N, R, n_chunks] (fp32, or fp64) summed over n and chunks to [R] in p's dtype, and q likewise
+    (None: none)."""
     has_q = q is not None
-    p_sum = torch.empty(R, device=p.device, dtype=torch.float32)
-    q_sum = torch.empty(R, device=p.device, dtype=torch.float32) if has_q else None
+    p_sum = torch.empty(R, device=p.device, dtype=p.dtype)
+    q_sum = torch.empty(R, device=p.device, dtype=p.dtype) if has_q else None
     grid, tile = _partials_plan(R, n_chunks)
-    _adain_sum_partials_kernel[grid](P=p, Q=q if has_q else p, P_SUM=p_sum, Q_SUM=q_sum if has_q else p_sum,
-                                     N=N, R=R, n_chunks=n_chunks, HAS_Q=has_q, **tile)  # p: placeholder
+    _sum_partials_kernel[grid](P=p, Q=q if has_q else p, P_SUM=p_sum, Q_SUM=q_sum if has_q else p_sum,
+                               N=N, R=R, n_chunks=n_chunks, HAS_Q=has_q, **tile)  # p: placeholder
     return p_sum, q_sum
 
 
@@ -567,7 +570,10 @@ def _lrelu_grad(g, y, slope, gain, sum_bias=False):
                              num_warps=_num_warps(BLOCK_R * BLOCK_L))
     if not sum_bias:
         return dx, None
-    return dx, (pdb.view(y.shape[0], C, n_lblocks).sum((0, 2)) if per_row else pdb.sum(0))
+    N, n_chunks = (y.shape[0], n_lblocks) if per_row else (n_rblocks, 1)  # pdb as [N, C, n_chunks]
+    if N * n_chunks == 1:  # one tile per channel: its sums are db
+        return dx, pdb.view(C)
+    return dx, _sum_partials(pdb, None, N, C, n_chunks)[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -749,6 +755,45 @@ class _Conv2dWeightGrad(torch.autograd.Function):
         return gdy, gx, None, None
 
 
+def _foreach_cast(tensors, dtypes):
+    """tensors[i] in dtypes[i]: those that change copied in one foreach copy (CUDA's multi_tensor_apply
+    converts between dtypes), the others as they are."""
+    out, change = list(tensors), [i for i, (t, d) in enumerate(zip(tensors, dtypes)) if t.dtype != d]
+    if change:
+        cast = [torch.empty_like(tensors[i], dtype=dtypes[i]) for i in change]
+        torch._foreach_copy_(cast, [tensors[i] for i in change])
+        for i, t in zip(change, cast):
+            out[i] = t
+    return out
+
+
+class _ScaleCast(torch.autograd.Function):
+    """outs[i] = tensors[i] * scales[i], then cast to dtypes[i] (cast_first: cast, then multiply);
+    one foreach op per step for the whole list, where autograd would run two ops per tensor. The map
+    is linear, and its adjoint is the same two steps in the other order, back to the inputs' dtypes:
+    the backward is this Function again, differentiable to any order. Saves no tensor, only the
+    scales and the inputs' dtypes."""
+
+    @staticmethod
+    def forward(ctx, scales, dtypes, cast_first, *tensors):
+        ctx.set_materialize_grads(False)  # an unused output gets no gradient of zeros made for it
+        ctx.scales, ctx.dtypes, ctx.cast_first = scales, tuple(t.dtype for t in tensors), cast_first
+        if cast_first:
+            return tuple(torch._foreach_mul(_foreach_cast(tensors, dtypes), list(scales)))
+        return tuple(_foreach_cast(torch._foreach_mul(list(tensors), list(scales)), dtypes))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        used = [i for i, g in enumerate(grads) if g is not None]
+        out = [None] * len(grads)
+        if used:
+            gs = _ScaleCast.apply(tuple(ctx.scales[i] for i in used), tuple(ctx.dtypes[i] for i in used),
+                                  not ctx.cast_first, *(grads[i] for i in used))
+            for i, g in zip(used, gs):
+                out[i] = g
+        return None, None, None, *out
+
+
 # ----------------------------------------------------------------------------------------------
 # Public ops
 
@@ -837,3 +882,26 @@ def conv2d(x, w, *, stride=1, padding=0, transposed=False, impl="auto"):
     if _resolve(impl) == "ref":
         return conv2d_ref(x, w, stride, padding, transposed)
     return _Conv2d.apply(_autocast(x), _autocast(w), (int(stride), int(padding), bool(transposed), (0, 0)))
+
+
+def scale_weights(tensors, scales, *, cast=True, impl="auto"):
+    """[t * s for t, s in zip(tensors, scales)], the run-time weights of equalized-lr layers, in one
+    foreach multiply (_ScaleCast). Under autocast the products that `cast` selects (True: all, or one
+    bool per tensor; not a bias that a kernel reads in fp32) also come out in autocast's dtype, in one
+    foreach copy: the cast every convolution and matmul would make of its weight (autocast leaves a
+    tensor already in its dtype as it is), the same values. fp64 stays fp64, as autocast leaves it.
+    The backward casts the gradients back and multiplies by the scales, again one foreach op each.
+    (A product used by several ops has its gradients summed in autocast's dtype before that cast,
+    where per-op casts would sum them in fp32; G and D use each run-time weight once.)
+    impl "ref" (or kernels.IMPL): the plain foreach multiply under autograd, the casts left to autocast."""
+    tensors, scales = list(tensors), [float(s) for s in scales]
+    if not tensors:
+        return []
+    if _resolve(impl) == "ref":
+        return torch._foreach_mul(tensors, scales)
+    dev = tensors[0].device.type
+    cast = [cast] * len(tensors) if isinstance(cast, bool) else list(cast)
+    to = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+    dtypes = tuple(to if to is not None and c and t.is_floating_point() and t.dtype != torch.float64 else t.dtype
+                   for t, c in zip(tensors, cast))
+    return list(_ScaleCast.apply(tuple(scales), dtypes, False, *tensors))

@@ -12,6 +12,7 @@ primitives, the layer epilogue (AdaIN), mapping network, synthesis network, gene
 (load_official, save_official: no TensorFlow, nothing executed).
 The per-layer fused operations go through kernels.py (Triton, with PyTorch references).
 """
+import itertools
 import math
 import os
 import pickle
@@ -129,12 +130,18 @@ class EqualLinear(nn.Module):
         self.w_scale = gain / math.sqrt(in_features) * lrmul
         self.lrmul = lrmul
 
-    def forward(self, x, act=False):
+    def kernel(self):
+        """(weight, scale) whose product is the run-time weight (see scale_weights)."""
+        return self.weight, self.w_scale
+
+    def forward(self, x, weights=None, act=False):
+        """weights: {layer: run-time weight} of scale_weights, or None to scale this layer's own."""
+        w = self.weight * self.w_scale if weights is None else weights[self]
         # lrmul 1 (all but the mapping network): the bias is used as stored, without an op
         b = self.bias if self.bias is None or self.lrmul == 1 else self.bias * self.lrmul
         if act and b is not None:  # leaky ReLU's sqrt(2) gain already lives in w_scale
-            return kernels.bias_lrelu(F.linear(x, self.weight * self.w_scale), b)
-        return F.linear(x, self.weight * self.w_scale, b)  # the bias added by the matmul itself
+            return kernels.bias_lrelu(F.linear(x, w), b)
+        return F.linear(x, w, b)  # the bias added by the matmul itself
 
 
 class EqualConv2d(nn.Module):
@@ -150,17 +157,22 @@ class EqualConv2d(nn.Module):
         self.w_scale = gain / math.sqrt(in_channels * kernel * kernel)
         self.up, self.down, self.fused = up, down, fused
 
-    def conv(self, x):
+    def kernel(self):
+        """(kernel, scale) whose product is the run-time weight (see scale_weights). Fused: the sum of
+        the four shifted kernels is 4x a 2x2 box filter over the zero-padded kernel, so 4 joins
+        w_scale; x0.25 when downsampling (average pooling), none in G: nearest upsampling copies, it
+        does not average."""
+        if not self.fused:
+            return self.weight, self.w_scale
+        return F.avg_pool2d(self.weight, 2, stride=1, padding=1), self.w_scale * (4 if self.up else 1)
+
+    def conv(self, x, weights=None):
+        """x convolved with the run-time weight: weights[self] (scale_weights), or made here if None."""
+        w = torch.mul(*self.kernel()) if weights is None else weights[self]
+        if self.fused and self.up:
+            return kernels.conv2d(x, w.transpose(0, 1), stride=2, padding=1, transposed=True)
         if self.fused:
-            # The sum of the four shifted kernels is 4x a 2x2 box filter over the zero-padded kernel,
-            # scaled in one multiply with w_scale; x0.25 when downsampling (average pooling), none in
-            # G: nearest upsampling copies, it does not average.
-            w = F.avg_pool2d(F.pad(self.weight, (1, 1, 1, 1)), 2, stride=1)
-            w = w * (self.w_scale * (4 if self.up else 1))
-            if self.up:
-                return kernels.conv2d(x, w.transpose(0, 1), stride=2, padding=1, transposed=True)
             return kernels.conv2d(x, w, stride=2, padding=1)
-        w = self.weight * self.w_scale
         if self.up:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         x = kernels.conv2d(x, w, padding=w.shape[-1] // 2)
@@ -168,11 +180,21 @@ class EqualConv2d(nn.Module):
             x = F.avg_pool2d(x, 2)
         return x
 
-    def forward(self, x, act=False):
-        x = self.conv(x)
+    def forward(self, x, weights=None, act=False):
+        x = self.conv(x, weights)
         if act:
             return kernels.bias_lrelu(x, self.bias)
         return x + self.bias.to(x.dtype).view(1, -1, 1, 1)
+
+
+def scale_weights(layers):
+    """{layer: run-time weight} of equalized-lr layers: each kernel() times its scale, all in one
+    launch (kernels.scale_weights: a foreach multiply, and under autocast one foreach cast to its
+    dtype, which the convolutions would otherwise make one weight at a time) instead of one per
+    layer; the same products. A network scales the weights it uses once per forward and hands the
+    dict to its layers."""
+    ks, scales = zip(*(layer.kernel() for layer in layers))
+    return dict(zip(layers, kernels.scale_weights(ks, scales)))
 
 
 def blur(x):
@@ -214,8 +236,16 @@ class MappingNetwork(nn.Module):
 
     def forward(self, z):
         x = pixel_norm(z)
-        for layer in self.layers:
-            x = layer(x, act=True)
+        if not self.layers:
+            return x
+        # Every layer's run-time weight and bias (x w_scale, x lrmul) in one launch, not two per layer
+        # (kernels.scale_weights: under autocast the weights come out cast as F.linear would cast them;
+        # the biases stay fp32, as bias_lrelu reads them)
+        params = kernels.scale_weights([p for layer in self.layers for p in (layer.weight, layer.bias)],
+                                       [c for layer in self.layers for c in (layer.w_scale, layer.lrmul)],
+                                       cast=[True, False] * len(self.layers))
+        for w, b in zip(params[0::2], params[1::2]):
+            x = kernels.bias_lrelu(F.linear(x, w), b)  # leaky ReLU's sqrt(2) gain is in w_scale
         return x
 
 
@@ -238,20 +268,13 @@ class LayerEpilogue(nn.Module):
         self.style = EqualLinear(cfg.w_dim, 2 * channels, gain=1.0) if cfg.use_styles else None  # A
         self.use_pixel_norm, self.use_instance_norm = cfg.use_pixel_norm, cfg.use_instance_norm
 
-    def forward(self, x, w, noise_mode):
-        N, C, H, W = x.shape
-        noise = None
-        if self.noise_weight is not None and noise_mode == "random":
-            noise = torch.randn(N, 1, H, W, device=x.device, dtype=x.dtype)
-        elif self.noise_weight is not None and noise_mode == "const":
-            noise = self.noise_const.to(x.dtype).expand(N, -1, -1, -1)
-        ys = yb = None
-        if self.style is not None:
-            # The style is tiny ([N, 2C]); keep it in fp32 so that ys + 1 does not round in bf16.
-            with torch.autocast(x.device.type, enabled=False):
-                ys, yb = self.style(fp32_or_wider(w)).chunk(2, dim=1)
-            if self.use_instance_norm and not self.use_pixel_norm:
-                return kernels.noise_adain(x, noise, self.noise_weight, self.bias, ys + 1, yb)
+    def forward(self, x, noise, scale, shift):
+        """x [N, C, H, W]; noise [N or 1, 1, H, W] or None; scale, shift [N, C]: ys + 1 and yb, made
+        for all layers at once by SynthesisNetwork.styles (None without styles)."""
+        if noise is not None:  # a random map is drawn in the convs' dtype: no cast but at the fp32 const 4x4
+            noise = noise.to(x.dtype).expand(x.shape[0], -1, -1, -1)
+        if scale is not None and self.use_instance_norm and not self.use_pixel_norm:
+            return kernels.noise_adain(x, noise, self.noise_weight, self.bias, scale, shift)
         if noise is not None:
             x = x + noise * self.noise_weight.to(x.dtype).view(1, -1, 1, 1)
         x = kernels.bias_lrelu(x, self.bias)
@@ -259,8 +282,8 @@ class LayerEpilogue(nn.Module):
             x = pixel_norm(x.float()).to(x.dtype)
         if self.use_instance_norm:
             x = instance_norm(x)
-        if ys is not None:
-            x = (x.float() * (ys + 1)[:, :, None, None] + yb[:, :, None, None]).to(x.dtype)
+        if scale is not None:
+            x = (x.float() * scale[:, :, None, None] + shift[:, :, None, None]).to(x.dtype)
         return x
 
 
@@ -286,15 +309,22 @@ class SynthesisBlock(nn.Module):
         self.torgb = EqualConv2d(out_ch, cfg.num_channels, 1, gain=1.0)
         self.res = res
 
-    def forward(self, x, w0, w1, noise_mode):
+    def layers(self):
+        """The equalized-lr layers of its two styled layers (not ToRGB, used only at the output)."""
+        return [getattr(self, name) for name in ("dense", "conv0", "conv1") if hasattr(self, name)]
+
+    def forward(self, x, w, noises, styles, weights):
+        """x: the previous block's features (None at 4x4); w [N, w_dim]: the first layer's latent,
+        which only the traditional input reads; noises and styles: this block's two layers';
+        weights: the run-time weights (scale_weights)."""
         if self.res > 4:
-            x = blur(self.conv0.conv(x))
+            x = blur(self.conv0.conv(x, weights))
         elif hasattr(self, "const"):
-            x = self.const.expand(w0.shape[0], -1, -1, -1)
+            x = self.const.expand(w.shape[0], -1, -1, -1)
         else:
-            x = self.dense(w0).view(w0.shape[0], -1, 4, 4)  # [N, C * 16] -> [N, C, 4, 4], as TF's reshape
-        x = self.epi0(x, w0, noise_mode)
-        return self.epi1(self.conv1.conv(x), w1, noise_mode)
+            x = self.dense(w, weights).view(w.shape[0], -1, 4, 4)  # [N, C * 16] -> [N, C, 4, 4] as TF's
+        x = self.epi0(x, noises[0], *styles[0])
+        return self.epi1(self.conv1.conv(x, weights), noises[1], *styles[1])
 
 
 class SynthesisNetwork(nn.Module):
@@ -303,17 +333,67 @@ class SynthesisNetwork(nn.Module):
         self.cfg = cfg
         self.blocks = nn.ModuleList([SynthesisBlock(cfg, 2 ** s) for s in range(2, cfg.log2_res + 1)])
 
+    def epilogues(self, n):
+        """The 2n styled layers of the first n blocks, in order (layer i reads ws[:, i])."""
+        return [epi for block in self.blocks[:n] for epi in (block.epi0, block.epi1)]
+
+    def noises(self, ws, n, noise_mode):
+        """The noise map of each layer of the first n blocks: a fresh N(0, 1) [N, 1, H, W] per layer,
+        all drawn in one call ("random"), the stored [1, 1, H, W] maps ("const"), or None ("none", or
+        a generator without noise inputs)."""
+        epis = self.epilogues(n)
+        if not self.cfg.use_noise or noise_mode == "none":
+            return [None] * len(epis)
+        if noise_mode == "const":
+            return [epi.noise_const for epi in epis]
+        N, dev = ws.shape[0], ws.device  # drawn in the dtype of the synthesis convs' outputs
+        dtype = torch.get_autocast_dtype(dev.type) if torch.is_autocast_enabled(dev.type) else ws.dtype
+        sizes = [N * epi.noise_const.numel() for epi in epis]
+        flat = torch.randn(sum(sizes), device=dev, dtype=dtype)
+        return [z.view(N, *epi.noise_const.shape[1:]) for z, epi in zip(flat.split(sizes), epis)]
+
+    def styles(self, ws, n):
+        """(scale, shift) = (ys + 1, yb), each [N, C], of every layer of the first n blocks ((None,
+        None) without styles). Layer i's style is its own dense layer (official StyleMod, gain 1) of
+        its own latent: [ys_i, yb_i] = ws[:, i] (s A_i)^T + b_i. The layers of one width C (runs of
+        consecutive layers) are one batched matmul with a batch entry per ys_i and per yb_i,
+        [2k, N, w_dim] @ [2k, w_dim, C]: the same dot products, each output a contiguous [N, C],
+        and no launch per layer, forward or backward."""
+        epis = self.epilogues(n)
+        if not self.cfg.use_styles:
+            return [(None, None)] * len(epis)
+        affines = [epi.style for epi in epis]
+        (N, _, w_dim), L = ws.shape, len(affines)
+        widths = [a.weight.shape[0] // 2 for a in affines]
+        runs = [(C, len(list(run))) for C, run in itertools.groupby(widths)]  # (C, k): k layers of width C
+        sizes = [2 * k * C for C, k in runs]
+        # The style is tiny; fp32 keeps ys + 1 from rounding in bf16. All w_scale agree (in = w_dim);
+        # it multiplies the latents, not the weights (the same products): no pass over the weights.
+        with torch.autocast(ws.device.type, enabled=False):
+            A = torch.cat([a.weight for a in affines])  # [sum 2C, w_dim]
+            b = torch.cat([a.bias for a in affines])
+            x = (fp32_or_wider(ws[:, :L]) * affines[0].w_scale).transpose(0, 1)[:, None].expand(L, 2, N, w_dim)
+            x = x.reshape(2 * L, N, w_dim).split([2 * k for _, k in runs])  # ws[:, i] for ys_i and for yb_i
+            out = []
+            for (C, k), x_run, A_run, b_run in zip(runs, x, A.split(sizes), b.split(sizes)):
+                out += torch.baddbmm(b_run.view(2 * k, 1, C), x_run, A_run.view(2 * k, C, w_dim).mT).unbind()
+        return list(zip(torch._foreach_add(out[0::2], 1.0), out[1::2]))  # ys + 1 of every layer in one launch
+
     def forward(self, ws, res, alpha=1.0, noise_mode="random"):
         """ws [N, num_ws, w_dim] -> images [N, C, res, res]. While res fades in (alpha < 1) the
         output is lerp(upsample(rgb of res/2), rgb of res, alpha), as in ProGAN."""
         n = int(math.log2(res)) - 1  # blocks in use
+        noises, styles, w0 = self.noises(ws, n, noise_mode), self.styles(ws, n), ws[:, 0]
+        fade = alpha < 1 and n > 1
+        torgbs = [block.torgb for block in self.blocks[n - 1 - fade:n]]
+        weights = scale_weights([layer for block in self.blocks[:n] for layer in block.layers()] + torgbs)
         x = x_prev = None
         for i, block in enumerate(self.blocks[:n]):
             x_prev = x
-            x = block(x, ws[:, 2 * i], ws[:, 2 * i + 1], noise_mode)
-        rgb = self.blocks[n - 1].torgb(x)
-        if alpha < 1 and n > 1:
-            rgb_prev = upscale2d(self.blocks[n - 2].torgb(x_prev))
+            x = block(x, w0, noises[2 * i:2 * i + 2], styles[2 * i:2 * i + 2], weights)
+        rgb = self.blocks[n - 1].torgb(x, weights)
+        if fade:
+            rgb_prev = upscale2d(self.blocks[n - 2].torgb(x_prev, weights))
             rgb = torch.lerp(rgb_prev, rgb, max(float(alpha), 0.0))
         return rgb
 
@@ -323,9 +403,7 @@ class SynthesisNetwork(nn.Module):
 
 def mix_styles(ws1, ws2, cutoff):
     """Layers [0, cutoff) from ws1, layers [cutoff, num_ws) from ws2."""
-    ws = ws1.clone()
-    ws[:, cutoff:] = ws2[:, cutoff:]
-    return ws
+    return torch.cat([ws1[:, :cutoff], ws2[:, cutoff:]], dim=1)
 
 
 class Generator(nn.Module):
@@ -395,10 +473,10 @@ def minibatch_stddev(x, group_size=4, num_features=1):
     while N % G:
         G -= 1
     y = fp32_or_wider(x).reshape(G, -1, num_features, C // num_features, H, W)  # [G, M, n, c, H, W]
-    y = (y - y.mean(dim=0)).square().mean(dim=0)                          # variance over group
+    y = y.var(dim=0, correction=0)                                        # mean square deviation over group
     y = (y + 1e-8).sqrt().mean(dim=(2, 3, 4))                             # [M, n]
-    y = y.reshape(-1, num_features, 1, 1).repeat(G, 1, H, W)              # [N, n, H, W]
-    return torch.cat([x, y.to(x.dtype)], dim=1)
+    y = y.to(x.dtype)[None, :, :, None, None].expand(G, -1, -1, H, W)     # [G, M, n, H, W]: sample g * M + m
+    return torch.cat([x.view(G, -1, C, H, W), y], dim=2).view(N, C + num_features, H, W)
 
 
 class DiscriminatorBlock(nn.Module):
@@ -410,9 +488,9 @@ class DiscriminatorBlock(nn.Module):
         self.conv0 = EqualConv2d(cfg.nf(stage - 1), cfg.nf(stage - 1), 3)
         self.conv1 = EqualConv2d(cfg.nf(stage - 1), cfg.nf(stage - 2), 3, down=True, fused=res >= 128)
 
-    def forward(self, x):
-        x = self.conv0(x, act=True)
-        return self.conv1(blur(x), act=True)
+    def forward(self, x, weights):
+        x = self.conv0(x, weights, act=True)
+        return self.conv1(blur(x), weights, act=True)
 
 
 class Discriminator(nn.Module):
@@ -434,17 +512,20 @@ class Discriminator(nn.Module):
             raise ValueError(f"D expects images [N, {self.cfg.num_channels}, res, res], "
                              f"got {tuple(img.shape)}")
         n = int(math.log2(check_res(img.shape[2], self.cfg))) - 2  # blocks above 4x4
-        x = self.fromrgb[n](img, act=True)
+        fade = alpha < 1 and n > 0
+        weights = scale_weights([*self.fromrgb[n - fade:n + 1], *[conv for block in self.blocks[:n]
+                                 for conv in (block.conv0, block.conv1)], self.conv, self.dense0, self.dense1])
+        x = self.fromrgb[n](img, weights, act=True)
         for i in range(n - 1, -1, -1):
-            x = self.blocks[i](x)
-            if i == n - 1 and alpha < 1:
-                y = self.fromrgb[n - 1](downscale2d(img), act=True)
+            x = self.blocks[i](x, weights)
+            if i == n - 1 and fade:
+                y = self.fromrgb[n - 1](downscale2d(img), weights, act=True)
                 x = torch.lerp(y, x, max(float(alpha), 0.0))
         if self.mbstd:
             x = minibatch_stddev(x, self.cfg.mbstd_group_size, self.mbstd)
-        x = self.conv(x, act=True)
-        x = self.dense0(x.flatten(1), act=True)
-        return self.dense1(x)
+        x = self.conv(x, weights, act=True)
+        x = self.dense0(x.flatten(1), weights, act=True)
+        return self.dense1(x, weights)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -174,6 +174,7 @@ LRELU_CASES = [  # shape, channels_last
     ((2, 3, 37, 41), False),    # planes larger than one program
     ((2, 5, 19, 23), True),     # channels_last
     ((1, 2, 50, 53), False),    # a plane over two programs: the bias gradient from partial sums
+    ((1, 3, 4, 5), False),      # one tile per channel: its sums are the bias gradient, no reduction
 ]
 
 
@@ -321,6 +322,98 @@ def test_r1_first_order_pass_computes_no_parameter_gradient(monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------
+# scale_weights
+
+def weight_list(dtype=torch.float32):
+    """Equalized-lr weights as G and D hold them: a 3x3 kernel, the 4x4 kernel of a fused upsampling
+    conv (used transposed, so its gradient arrives non-contiguous), a dense weight and a bias, with
+    their scales."""
+    torch.manual_seed(7)
+    ts = [randn(4, 3, 3, 3, dtype=dtype), randn(3, 4, 4, 4, dtype=dtype), randn(6, 11, dtype=dtype),
+          randn(6, dtype=dtype)]
+    scales = [math.sqrt(2 / 27), 4 * math.sqrt(2 / 64), 0.01 * math.sqrt(2 / 11), 0.01]  # none a power of 2
+    return [t.requires_grad_(True) for t in ts], scales
+
+
+def test_scale_weights_values_and_dtypes():
+    """Bitwise the plain products t * s; under bf16 autocast the products cast to bf16 (as a
+    convolution or matmul would cast its weight), except those `cast` leaves out and fp64 ones."""
+    ts, scales = weight_list()
+    plain = [t * s for t, s in zip(ts, scales)]
+    got = kernels.scale_weights(ts, scales)
+    assert all(g.dtype == torch.float32 and torch.equal(g, p) for g, p in zip(got, plain))
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        got = kernels.scale_weights(ts, scales, cast=[True, True, True, False])
+        f64 = kernels.scale_weights([t.double() for t in ts[:1]], scales[:1])
+    assert [g.dtype for g in got] == [torch.bfloat16] * 3 + [torch.float32]
+    assert all(torch.equal(g, p.to(g.dtype)) for g, p in zip(got, plain))
+    assert f64[0].dtype == torch.float64
+    with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=False):  # R1's fp32 pass: no cast
+        assert all(g.dtype == torch.float32 for g in kernels.scale_weights(ts, scales))
+
+
+def test_scale_weights_under_autocast_equals_plain():
+    """A conv, a transposed conv and a dense layer under bf16 autocast, with weights from
+    scale_weights (already bf16: autocast casts them no more) and from the plain products (autocast
+    casts each): outputs and weight gradients (cast back to fp32, times the scale) bitwise equal.
+    Each weight is used once, as in G and D."""
+    ts, scales = weight_list()
+    x, x2, h = randn(2, 3, 6, 6), randn(2, 4, 3, 3), randn(2, 11)
+    outs = []
+    for ws in (lambda: [t * s for t, s in zip(ts, scales)], lambda: kernels.scale_weights(ts, scales)):
+        with torch.autocast(DEVICE, dtype=torch.bfloat16):
+            w1, w2, w3, b = ws()
+            y = F.conv2d(x, w1, padding=1).float().square().sum() + F.conv_transpose2d(
+                x2, w2.transpose(0, 1), stride=2, padding=1).float().square().sum()
+            y = y + F.linear(h, w3, b).float().square().sum()
+        outs.append((y, *torch.autograd.grad(y, ts)))
+    for name, got, want in zip(["y", "dw_conv", "dw_transposed", "dw_dense", "dbias"], *outs):
+        assert got.dtype == want.dtype and torch.equal(got, want), name
+
+
+def test_scale_weights_backward_is_differentiable():
+    """gradcheck and gradgradcheck in fp64; and in the cast path, the gradient of the backward
+    (v -> v cast to fp32 times s) is the forward again (u -> u times s cast to bf16), bitwise."""
+    ts, scales = weight_list(torch.float64)
+    fn = lambda *ts: tuple(kernels.scale_weights(ts, scales))
+    assert torch.autograd.gradcheck(fn, tuple(ts))
+    assert torch.autograd.gradgradcheck(fn, tuple(ts))
+    ts, scales = weight_list()
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        ws = kernels.scale_weights(ts, scales)
+    vs = [randn(*w.shape).to(torch.bfloat16).requires_grad_(True) for w in ws]
+    gs = torch.autograd.grad(ws, ts, vs, create_graph=True)
+    assert all(g.dtype == torch.float32 and torch.equal(g, v.float() * s) for g, v, s in zip(gs, vs, scales))
+    us = [randn(*t.shape) for t in ts]
+    ggs = torch.autograd.grad(gs, vs, us)
+    assert all(gg.dtype == torch.bfloat16 and torch.equal(gg, (u * s).to(torch.bfloat16))
+               for gg, u, s in zip(ggs, us, scales))
+
+
+def test_scale_weights_r1_equals_plain():
+    """R1 through a small D (conv, leaky ReLU, blur, stride-2 conv, dense) in fp64: the logits'
+    gradient in the input, and the gradients of logits.sum() + R1 in every parameter, with the
+    weights from scale_weights equal those with the plain per-tensor products to 1e-12."""
+    torch.manual_seed(8)
+    f64 = dict(device=DEVICE, dtype=torch.float64)
+    x = torch.randn(3, 2, 8, 8, **f64)
+    params = [torch.randn(*s, **f64) for s in ((4, 2, 3, 3), (4,), (5, 4, 4, 4), (5,), (1, 5 * 16))]
+    scales = [1 / math.sqrt(18), 1.0, 1 / math.sqrt(64), 1.0, 1 / math.sqrt(80)]
+    outs = []
+    for scale in (lambda ps: [p * s for p, s in zip(ps, scales)], lambda ps: kernels.scale_weights(ps, scales)):
+        xx, ps = x.clone().requires_grad_(True), [p.clone().requires_grad_(True) for p in params]
+        w1, b1, w2, b2, w3 = scale(ps)
+        h = kernels.bias_lrelu(kernels.conv2d(xx, w1, padding=1), b1, gain=math.sqrt(2))
+        h = kernels.bias_lrelu(kernels.conv2d(kernels.blur2d(h), w2, stride=2, padding=1), b2, gain=math.sqrt(2))
+        logits = F.linear(h.flatten(1), w3)
+        gx, = torch.autograd.grad(logits.sum(), xx, create_graph=True)
+        loss = logits.sum() + gx.square().sum()
+        outs.append((gx, *torch.autograd.grad(loss, ps)))
+    for name, got, want in zip(["dD/dx", "dW1", "db1", "dW2", "db2", "dW3"], *outs):
+        assert_close(got, want, 1e-12, name)
+
+
+# ----------------------------------------------------------------------------------------------
 # Dispatch and input checks
 
 def test_impl_switch(monkeypatch):
@@ -408,7 +501,7 @@ for xd, (bc, bhw), on in itertools.product(('fp32', 'bf16'), ((64, 16), (32, 128
     build(K._adain_bwd_kernel, xd, dict(meta, HAS_SUMS=on))
     build((K._adain_stats_kernel, K._adain_bwd_sums_kernel)[on], xd, meta)
     build(K._adain_combine_stats_kernel, xd, dict(BLOCK_R=bc, BLOCK_K=bhw))
-    build(K._adain_sum_partials_kernel, xd, dict(HAS_Q=on, BLOCK_R=bc, BLOCK_K=bhw))
+    build(K._sum_partials_kernel, xd, dict(HAS_Q=on, BLOCK_R=bc, BLOCK_K=bhw))
     build(K._bias_lrelu_fwd_kernel, xd, dict(BIAS_PER_ROW=on, BLOCK_R=bc, BLOCK_L=bhw))
     for sum_bias in (False, True):
         build(K._lrelu_grad_kernel, xd, dict(SUM_BIAS=sum_bias, BIAS_PER_ROW=on, BLOCK_R=bc, BLOCK_L=bhw))

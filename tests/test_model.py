@@ -323,6 +323,75 @@ def test_batched_mixing_latents_are_separate_mapping_passes():
     torch.testing.assert_close(img, G.synthesis(ws, 16, noise_mode="const"), rtol=1e-12, atol=1e-12)
 
 
+
+def per_layer_styles(synthesis, ws, n):
+    """The official formulation of SynthesisNetwork.styles: each layer's own dense layer (StyleMod)
+    of its own latent, one matmul per layer."""
+    styles = []
+    for i, epi in enumerate(synthesis.epilogues(n)):
+        ys, yb = epi.style(ws[:, i]).chunk(2, dim=1)
+        styles.append((ys + 1, yb))
+    return styles
+
+
+def styled_generator(res=64):
+    """fp64, channels that halve with each resolution (32 down to 2: five batched matmuls of styles),
+    biases and the constant input off their init, so that every style and gradient carries signal."""
+    G = sg.Generator(tiny_cfg(res, fmap_base=64)).double()
+    for p in G.parameters():
+        if p.ndim == 1:
+            p.data.normal_(0, 0.3)
+    G.synthesis.blocks[0].const.data.normal_()
+    return G
+
+
+def test_batched_styles_are_the_per_layer_styles(monkeypatch):
+    """The styles of all layers come from one batched matmul per channel width: the per-layer
+    styles, and the image and every gradient (ws included) of the per-layer formulation, in fp64 to
+    1e-12 of each tensor's largest value, for latents that differ in every layer; each style is a
+    contiguous [N, C] (kernels.noise_adain would copy any other)."""
+    G = styled_generator()
+    assert len({epi.style.weight.shape[0] for epi in G.synthesis.epilogues(5)}) == 5
+    ws = torch.randn(3, G.cfg.num_ws, 32, dtype=torch.float64)
+    for n in (5, 3, 1):
+        got = G.synthesis.styles(ws, n)
+        for (scale, shift), (ys1, yb) in zip(got, per_layer_styles(G.synthesis, ws, n), strict=True):
+            assert scale.is_contiguous() and shift.is_contiguous()
+            torch.testing.assert_close(scale, ys1, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(shift, yb, rtol=1e-12, atol=1e-12)
+    results = []
+    for styles in (G.synthesis.styles, lambda ws, n: per_layer_styles(G.synthesis, ws, n)):
+        monkeypatch.setattr(G.synthesis, "styles", styles)
+        G.zero_grad()
+        x = ws.clone().requires_grad_(True)
+        img = G.synthesis(x, 64, alpha=0.7, noise_mode="const")
+        (img * torch.linspace(-1, 1, img.numel(), dtype=img.dtype).view_as(img)).sum().backward()
+        grads = [(name, p.grad) for name, p in G.named_parameters()]
+        results.append([("image", img.detach()), ("ws", x.grad)] + grads)
+    for (name, a), (_, b) in zip(*results):
+        assert (a is None) == (b is None), name
+        if b is not None:
+            err = ((a - b).abs().max() / b.abs().max()).item()
+            assert err <= 1e-12, f"{name}: relative error {err:.1e}"
+
+
+def test_weights_scaled_at_once_are_the_per_layer_products(monkeypatch):
+    """G and D scale all the weights they use in one foreach multiply (scale_weights): the images,
+    logits and gradients are bitwise those of scaling each layer's weight on its own (fp32)."""
+    cfg = tiny_cfg(128, fmap_base=256, fmap_max=8)  # 128x128: the fused up/down kernels take part
+    G, D = sg.Generator(cfg), sg.Discriminator(cfg)
+    z = torch.randn(2, 32)
+    results = []
+    for scale in (sg.scale_weights, lambda layers: {layer: torch.mul(*layer.kernel()) for layer in layers}):
+        monkeypatch.setattr(sg, "scale_weights", scale)
+        G.zero_grad(), D.zero_grad()
+        img = G(z, alpha=0.5, noise_mode="const")
+        logits = D(img, alpha=0.5)
+        logits.sum().backward()
+        grads = [p.grad for p in [*G.parameters(), *D.parameters()] if p.grad is not None]
+        results.append([img, logits] + grads)
+    assert len(results[0]) == len(results[1]) and all(map(torch.equal, *results))
+
 LEAN_OPS = {name: getattr(kernels, name) for name in ("blur2d", "conv2d", "bias_lrelu")}
 LEAN_BIAS_BACKWARD = kernels._BiasLReLU.backward
 
