@@ -5,6 +5,7 @@ loader, and what they add up to over the official FFHQ 1024 schedule (25M images
     python bench.py --smoke                  # every part at tiny sizes, on a CPU in seconds
     python bench.py --parts kernels,copy     # some parts only
     python bench.py --parts count            # launches, bytes, FLOPs of a 1024 step; any machine, seconds
+    python bench.py --parts rosinality --rosinality ../style-based-gan-pytorch/model.py   # against theirs
 
 Parts, in the order they run:
   count       one training iteration (train.train_step at --res, stable, --batch; the official full-size
@@ -32,6 +33,11 @@ Parts, in the order they run:
               recipe-8 rates unless --gpus measured the scaling), next to the official 41 d 4 h (1 V100)
               and 6 d 14 h (8 V100).
   profile     where the time of one training step goes at --profile-res: the top ops and their share.
+  rosinality  only when asked (not in the default --parts): one training iteration of our full-size networks
+              and of rosinality/style-based-gan-pytorch's (their model.py, --rosinality; never part of this
+              repo), side by side in one run per --res-list resolution with the same step (train.d_loss:
+              softplus + R1 every step; train.g_loss; Adam), batch, alpha 1 and fp32: median seconds per
+              iteration, img/s and ours/theirs, interleaved ours, theirs, ours, ... after one warm-up each.
 
 Output: one table per part on stdout as it is measured, and everything as JSON with --json PATH.
 CUDA timings use triton.testing.do_bench (median, L2 flushed between calls); CPU timings a
@@ -41,6 +47,7 @@ import argparse
 import contextlib
 import copy
 import datetime
+import importlib.util
 import json
 import math
 import os
@@ -71,6 +78,8 @@ import stylegan as sg  # noqa: E402
 import train  # noqa: E402
 
 PARTS = ("count", "copy", "matmul", "kernels", "train", "loader", "projection", "profile")
+ON_REQUEST = ("rosinality",)  # parts that --parts must name (they need a file from elsewhere)
+ROSINALITY_URL = "https://github.com/rosinality/style-based-gan-pytorch"
 OFFICIAL = {1: 41 * 86400 + 4 * 3600, 8: 6 * 86400 + 14 * 3600}  # seconds, V100, NVlabs/stylegan README
 OFFICIAL_KIMG, OFFICIAL_PHASE_KIMG, OFFICIAL_START = 25000, 600, 8
 # Dense bf16/fp16 tensor-core peaks from NVIDIA's data sheets, TFLOP/s; first match of the name wins.
@@ -85,7 +94,8 @@ def get_args(argv=None):
     a = p.add_argument
     a("--smoke", action="store_true", help="every part at tiny sizes (a 16x16 network, batch <= 8) in seconds")
     a("--json", default=None, help="also write every number to this JSON file")
-    a("--parts", default=",".join(PARTS), help=f"comma list of parts to run: {','.join(PARTS)}")
+    a("--parts", default=",".join(PARTS), help=f"comma list of parts to run: {','.join(PARTS)}; "
+      f"on request: {','.join(ON_REQUEST)}")
     a("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     a("--kernel-res", default="4-1024", help="resolutions of the kernel table: 'lo-hi' (powers of two) or a list")
     a("--train-res", default="8-1024", help="resolutions of the training table (the schedule's 8..1024)")
@@ -111,15 +121,34 @@ def get_args(argv=None):
     a("--loader-seconds", type=float, default=3.0, help="seconds of loading per resolution")
     a("--workers", type=int, default=None, help="loader worker processes (default: data.py's)")
     a("--res", type=int, default=None, help="resolution of the count part (default 1024; 16 with --smoke)")
-    a("--batch", type=int, default=None, help="batch of the count part (default: the official 1-GPU batch at "
-      "--res, 4 at 1024; 8 with --smoke)")
+    a("--batch", type=int, default=None, help="batch of the count and rosinality parts (default: the official "
+      "1-GPU batch at each resolution, 4 at 1024; 8 with --smoke for count)")
+    a("--r1-every", type=int, default=1, help="count part: lazy R1 every K steps (train.py --r1-every); the "
+      "average iteration")
+    a("--r1-precision", choices=["fp32", "tf32", "amp"], default="fp32", help="count part: precision of the R1 "
+      "pass (train.py --r1-precision)")
     a("--profile-res", type=int, default=None, help="resolution of the step profile (default: the "
       "highest training resolution)")
+    a("--rosinality", default=None, help=f"model.py of rosinality's port for the rosinality part ({ROSINALITY_URL})")
+    a("--res-list", default="8,16,32", help="resolutions of the rosinality part")
+    a("--rosinality-steps", type=int, default=2, help="timed iterations per implementation and resolution "
+      "in the rosinality part, after one warm-up each (2 cores, official batches: one iteration takes ~4 s at "
+      "8x8, ~40 s at 16x16, ~100 s at 32x32, so the default 8,16,32 run takes ~15 min)")
     args = p.parse_args(argv)
     args.parts = [s.strip() for s in args.parts.split(",") if s.strip()]
-    bad = [s for s in args.parts if s not in PARTS]
+    bad = [s for s in args.parts if s not in PARTS + ON_REQUEST]
     if bad:
-        raise SystemExit(f"--parts: unknown part(s) {bad}; choose from {','.join(PARTS)}")
+        raise SystemExit(f"--parts: unknown part(s) {bad}; choose from {','.join(PARTS + ON_REQUEST)}")
+    if "rosinality" in args.parts and not (args.rosinality and os.path.isfile(args.rosinality)):
+        print(f"bench.py: error: --rosinality: no model.py of rosinality's port at {args.rosinality!r}; get it "
+              f"with `git clone {ROSINALITY_URL}` and pass --rosinality style-based-gan-pytorch/model.py",
+              file=sys.stderr)
+        raise SystemExit(2)
+    args.res_list = parse_res(args.res_list, "--res-list")
+    if min(args.res_list) < 8:  # their style mixing draws a crossover among the blocks below the top one
+        raise SystemExit(f"--res-list: rosinality's generator mixes styles from 8x8 up, got {args.res_list}")
+    if args.rosinality_steps < 1:
+        raise SystemExit("--rosinality-steps must be >= 1")
     if "train" not in args.parts and ("projection" in args.parts or args.gpus > 1):
         raise SystemExit("--parts: the projection and --gpus scaling are computed from the train part; add train")
     if args.smoke:  # tiny sizes everywhere unless a flag says otherwise
@@ -349,10 +378,11 @@ def bench_step(nets, targs, res, batch, steps, warmup, count_flops=True, world=1
     opt_G, opt_D = train.adam(G, phase.lr), train.adam(D, phase.lr)
     scalers = train.make_scalers(targs)
     reals = torch.rand(batch, G.cfg.num_channels, res, res, device=device) * 2 - 1
+    average = train.GradAverage(world, device)
 
     def step():
         z = torch.randn(2, batch, G.cfg.z_dim, device=device)
-        train.train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z[0], z[1], phase, targs, world)
+        train.train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z[0], z[1], phase, targs, average)
 
     flops = None
     for i in range(max(warmup, int(count_flops))):
@@ -539,7 +569,8 @@ def project(train_rows, final_res, scaling=None):
 # the host (tensors made without a device: the style mixing draw, Adam's step counts) is tracked,
 # so that its arithmetic is not counted as launches nor its reads as host syncs.
 
-ROOFLINE = dict(tb_s=4.0, tflops=989.0, launch_us=3.0)  # H100 SXM: HBM3, dense bf16, one launch
+ROOFLINE = dict(tb_s=4.0, tflops=989.0, launch_us=3.0,  # H100 SXM: HBM3, dense bf16, one launch
+                tflops_tf32=494.7, tflops_fp32=66.9)  # fp32 math: TF32 tensor cores where allowed, else CUDA cores
 # CUDA's multi_tensor_apply (the _foreach_ ops of Adam and the EMA): at most this many tensors per
 # launch by the number of tensor lists, and 320 blocks of 65536 elements.
 FOREACH_TENSORS, FOREACH_BLOCKS, FOREACH_CHUNK = (110, 64, 48, 36, 30), 320, 65536
@@ -611,8 +642,8 @@ class LaunchCounter(TorchDispatchMode):
         super().__init__()
         self.rows, self.syncs, self.host, self.making_host = [], [], WeakIdKeyDictionary(), False
 
-    def add(self, name, launches, nbytes, flops):
-        self.rows.append((name, launches, nbytes, flops))
+    def add(self, name, launches, nbytes, flops, tflops=ROOFLINE["tflops"]):
+        self.rows.append((name, launches, nbytes, flops, tflops))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -631,8 +662,12 @@ class LaunchCounter(TorchDispatchMode):
         if func.is_view or func in NO_LAUNCH or not (outs or func._schema.is_mutable):
             return out
         flops = flop_registry.get(func._overloadpacket)
-        self.add(op_name(func, args), launches_of(func, args), bytes_of(func, args, ins, out),
-                 flops(*args, **kwargs, out_val=out) if flops else 0)
+        flops = flops(*args, **kwargs, out_val=out) if flops else 0
+        name, tflops = op_name(func, args), ROOFLINE["tflops"]
+        if flops and ins[0].dtype not in (torch.bfloat16, torch.float16):  # fp32 math (the R1 pass)
+            tf32 = (torch.backends.cudnn if "convolution" in name else torch.backends.cuda.matmul).allow_tf32
+            name, tflops = f"{name}, {'tf32' if tf32 else 'fp32'}", ROOFLINE["tflops_tf32" if tf32 else "tflops_fp32"]
+        self.add(name, launches_of(func, args), bytes_of(func, args, ins, out), flops, tflops)
         return out
 
 
@@ -697,16 +732,28 @@ def fake_gpu(counter, impl):
         kernels.blur_filter.cache_clear()  # nor a fake one outlive the count
 
 
-def count_step(cfg, res, batch, impl="auto", amp="bf16"):
+def count_step(cfg, res, batch, impl="auto", amp="bf16", r1_every=1, r1_precision="fp32"):
     """One train.train_step (D step with R1, G step, EMA) at res, alpha 1, counted on fake tensors
-    after one uncounted step (which creates Adam's state). Returns the LaunchCounter."""
+    after one uncounted step (which creates Adam's state). Returns the LaunchCounter. Lazy R1
+    (r1_every K > 1): the average iteration, 1/K of one with R1's own D step, (K-1)/K of one without."""
+    if r1_every > 1:
+        counts = [count_iteration(cfg, res, batch, impl, amp, r1_every, r1_precision, r) for r in (True, False)]
+        counter = LaunchCounter()
+        for c, weight in zip(counts, (1 / r1_every, 1 - 1 / r1_every)):
+            counter.rows += [(n, k * weight, b * weight, f * weight, t) for n, k, b, f, t in c.rows]
+            counter.syncs += c.syncs
+        return counter
+    return count_iteration(cfg, res, batch, impl, amp, r1_every, r1_precision)
+
+
+def count_iteration(cfg, res, batch, impl, amp, r1_every, r1_precision, regularize=True):
     counter = LaunchCounter()
     with fake_gpu(counter, impl):
         G, D, G_ema = sg.Generator(cfg), sg.Discriminator(cfg), sg.Generator(cfg).eval().requires_grad_(False)
         targs = train.get_args(["--data", "builtin", "--res", str(cfg.resolution)])
-        targs.device, targs.amp = torch.device("cpu"), amp
+        targs.device, targs.amp, targs.r1_every, targs.r1_precision = torch.device("cpu"), amp, r1_every, r1_precision
         phase = train.Phase(res, 1.0, batch, train.LR.get(res, 0.001))
-        opt_G, opt_D = train.adam(G, phase.lr), train.adam(D, phase.lr)
+        opt_G, opt_D = train.adam(G, phase.lr), train.adam(D, phase.lr, train.d_ratio(targs))
         for group in opt_G.param_groups + opt_D.param_groups:
             group["foreach"] = True  # Adam's choice for CUDA tensors (a FakeTensor's type hides it)
         scalers = train.make_scalers(targs)
@@ -716,29 +763,31 @@ def count_step(cfg, res, batch, impl="auto", amp="bf16"):
             counter.syncs.clear()
             z = torch.randn(2, batch, cfg.z_dim)
             with HostSide(counter), counter:
-                train.train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z[0], z[1], phase, targs)
+                train.train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z[0], z[1], phase, targs,
+                                 regularize=regularize)
             for state in list(opt_G.state.values()) + list(opt_D.state.values()):
                 counter.host[state["step"]] = True  # Adam keeps its step counts on the host
     return counter
 
 
-def roofline_ms(launches, nbytes, flops):
+def roofline_ms(launches, nbytes, flops, tflops=ROOFLINE["tflops"]):
     """Each launch takes the longest of its memory time, its math time and the launch itself."""
     r = ROOFLINE
-    memory_s, math_s = nbytes / (r["tb_s"] * 1e12), flops / (r["tflops"] * 1e12)
+    memory_s, math_s = nbytes / (r["tb_s"] * 1e12), flops / (tflops * 1e12)
     return 1e3 * launches * max(memory_s / launches, math_s / launches, r["launch_us"] * 1e-6)
 
 
 def summarize_count(counter, res, batch, top=10):
     """Totals and the `top` most expensive entries (one per op name) of a count."""
     entries = {}
-    for name, launches, nbytes, flops in counter.rows:
-        e = entries.setdefault(name, dict(name=name, launches=0, gb=0.0, gflop=0.0, ms=0.0))
+    for name, launches, nbytes, flops, tflops in counter.rows:  # (one rate per name: fp32 math is named so)
+        e = entries.setdefault(name, dict(name=name, launches=0, gb=0.0, gflop=0.0, tflops=tflops))
         e["launches"] += launches
         e["gb"] += nbytes / 1e9
         e["gflop"] += flops / 1e9
-        e["ms"] += roofline_ms(launches, nbytes, flops)
     rows = list(entries.values())
+    for e in rows:
+        e["ms"] = roofline_ms(e["launches"], e["gb"] * 1e9, e["gflop"] * 1e9, e.pop("tflops"))
     total = {k: sum(e[k] for e in rows) for k in ("launches", "gb", "gflop", "ms")}
     triton_ = sum(e["launches"] for e in rows if e["name"].startswith("triton "))
     return dict(res=res, batch=batch, launches=total["launches"], torch_launches=total["launches"] - triton_,
@@ -749,20 +798,22 @@ def summarize_count(counter, res, batch, top=10):
 
 
 def bench_count(args, cfg, res, batch):
-    impl, amp = args.count_impl, args.count_amp
+    impl, amp, k = args.count_impl, args.count_amp, args.r1_every
     print(f"\ncount: one training iteration (train.train_step: D step with R1, G step, EMA) at {res}x{res}, "
-          f"batch {batch}, amp {amp}, kernels {impl}, on fake tensors")
-    r = summarize_count(count_step(cfg, res, batch, impl, amp), res, batch)
+          f"batch {batch}, amp {amp}, R1 pass {args.r1_precision}"
+          + (f", R1 every {k} steps (the average iteration)" if k > 1 else "") + f", kernels {impl}, on fake tensors")
+    r = summarize_count(count_step(cfg, res, batch, impl, amp, k, args.r1_precision), res, batch)
     roof = ROOFLINE
-    print(f"  {r['launches']:,} launches ({r['torch_launches']:,} torch ops, {r['triton_launches']:,} Triton), "
+    print(f"  {r['launches']:,.0f} launches ({r['torch_launches']:,.0f} torch ops, {r['triton_launches']:,.0f} Triton), "
           f"{r['gb']:.2f} GB moved, {r['tflop']:.3f} TFLOP, {r['host_syncs']} host syncs "
           f"{r['host_sync_ops'] or ''}")
     print(f"  roofline {r['roofline_ms']:.2f} ms per step = {r['sec_per_kimg']:.2f} s/kimg (H100 SXM: "
-          f"{roof['tb_s']:g} TB/s, {roof['tflops']:g} TFLOP/s dense bf16, {roof['launch_us']:g} us per launch)")
+          f"{roof['tb_s']:g} TB/s, {roof['tflops']:g} TFLOP/s dense bf16 ({roof['tflops_tf32']:g} TF32, "
+          f"{roof['tflops_fp32']:g} fp32), {roof['launch_us']:g} us per launch)")
     print(f"  {'share':>6s} {'ms':>7s} {'launches':>8s} {'GB':>7s} {'GFLOP':>8s}  the {len(r['top'])} most "
           f"expensive entries")
     for e in r["top"]:
-        print(f"  {100 * e['ms'] / r['roofline_ms']:5.1f}% {e['ms']:7.2f} {e['launches']:8d} {e['gb']:7.2f} "
+        print(f"  {100 * e['ms'] / r['roofline_ms']:5.1f}% {e['ms']:7.2f} {e['launches']:8.0f} {e['gb']:7.2f} "
               f"{e['gflop']:8.1f}  {e['name']}")
     return r
 
@@ -813,6 +864,101 @@ def bench_profile(args, cfg, device, res):
 
 
 # ----------------------------------------------------------------------------------------------
+# Side by side with rosinality's port (issue 11's CPU bar): their networks behind our call
+# signatures, so that one step function (train.d_loss, train.g_loss, Adam) trains both.
+
+def load_rosinality(path):
+    """Their model.py as a module, read from where the user keeps it (never copied into this repo)."""
+    spec = importlib.util.spec_from_file_location("rosinality_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TheirG(torch.nn.Module):
+    """rosinality's StyledGenerator called as ours, G(z, res, alpha, mixing=p). Style mixing their
+    way: two latents in a list, the crossover block drawn by their Generator."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, z, res, alpha=1.0, mixing=0.0):
+        latents = [z, torch.randn_like(z)] if torch.rand(()) < mixing else z
+        return self.net(latents, step=int(math.log2(res)) - 2, alpha=alpha)
+
+
+class TheirD(torch.nn.Module):
+    """rosinality's Discriminator called as ours, D(img, alpha); cfg.resolution scales R1 in d_loss."""
+
+    def __init__(self, net, resolution):
+        super().__init__()
+        self.net, self.cfg = net, argparse.Namespace(resolution=resolution)
+
+    def forward(self, img, alpha=1.0):
+        return self.net(img, step=int(math.log2(img.shape[2])) - 2, alpha=alpha)
+
+
+def gan_step(G, D, opt_G, opt_D, reals, phase, targs):
+    """train.train_step without the EMA: the D step (softplus loss, R1 every step), then the G step
+    with D's weights frozen, each with its Adam step."""
+    z = torch.randn(2, reals.shape[0], 512, device=reals.device)  # both ports: z_dim 512
+    loss_D, _ = train.d_loss(G, D, reals, z[0], phase, targs)
+    opt_D.zero_grad(set_to_none=True)
+    loss_D.backward()
+    opt_D.step()
+    D.requires_grad_(False)
+    loss_G = train.g_loss(G, D, z[1], phase, targs)
+    opt_G.zero_grad(set_to_none=True)
+    loss_G.backward()
+    opt_G.step()
+    D.requires_grad_(True)
+
+
+def rosinality_nets(module, device):
+    """{"ours": (G, D), "theirs": (G, D)}: the official full-size 1024 networks of both ports."""
+    torch.manual_seed(0)
+    cfg = sg.StyleGANConfig()
+    theirs = TheirG(module.StyledGenerator(cfg.z_dim)), TheirD(module.Discriminator(from_rgb_activate=True),
+                                                               cfg.resolution)
+    return {"ours": (sg.Generator(cfg).to(device), sg.Discriminator(cfg).to(device)),
+            "theirs": tuple(net.to(device) for net in theirs)}
+
+
+def bench_rosinality(args, device, meta):
+    targs = train.get_args(["--data", "builtin", "--res", "1024"])
+    targs.device, targs.amp = device, "off"  # fp32: their port has no mixed precision
+    nets = rosinality_nets(load_rosinality(args.rosinality), device)
+    print(f"\nrosinality: one training iteration (D step with R1, G step, Adam; mixing {targs.mixing}, alpha 1, "
+          f"fp32) of ours (kernels {args.impl}) and of rosinality's port ({args.rosinality}), interleaved, "
+          f"median of {args.rosinality_steps}, on {meta['device']}, {meta['cores']} cores, {meta['threads']} "
+          f"torch threads, {meta['date']}")
+    print(f"{'res':>5s} {'batch':>5s} | {'ours s/it':>9s} {'img/s':>7s} | {'theirs s/it':>11s} {'img/s':>7s} | "
+          f"{'ours/theirs':>11s}")
+    rows, progress = [], Progress("rosinality", len(args.res_list))
+    for res in args.res_list:
+        batch = args.batch or train.BATCH[1][res]
+        phase = train.Phase(res, 1.0, batch, train.LR.get(res, 0.001))
+        reals = torch.rand(batch, 3, res, res, device=device) * 2 - 1
+        opts = {k: (train.adam(G, phase.lr), train.adam(D, phase.lr)) for k, (G, D) in nets.items()}
+        times = {k: [] for k in nets}
+        for i in range(1 + args.rosinality_steps):  # the first, untimed, makes Adam's state
+            for k, (G, D) in nets.items():
+                t0 = time.perf_counter()
+                gan_step(G, D, *opts[k], reals, phase, targs)
+                sync(device)
+                if i > 0:
+                    times[k].append(time.perf_counter() - t0)
+        sec = {k: statistics.median(t) for k, t in times.items()}
+        row = dict(res=res, batch=batch, ratio=sec["theirs"] / sec["ours"],
+                   **{k: dict(sec_per_it=sec[k], img_s=batch / sec[k], times=times[k]) for k in nets})
+        rows.append(row)
+        print(f"{res:5d} {batch:5d} | {sec['ours']:9.3f} {row['ours']['img_s']:7.1f} | {sec['theirs']:11.3f} "
+              f"{row['theirs']['img_s']:7.1f} | {row['ratio']:10.2f}x  {progress.step()}")
+    return dict(source=ROSINALITY_URL, path=args.rosinality, impl=args.impl, mixing=targs.mixing, rows=rows)
+
+
+# ----------------------------------------------------------------------------------------------
 
 def device_meta(device, args):
     if device.type == "cuda":
@@ -828,7 +974,7 @@ def device_meta(device, args):
         triton_version = None
     return dict(device=name, device_type=device.type, date=datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec="seconds"), torch=torch.__version__, triton=triton_version, cuda=torch.version.cuda,
-        threads=torch.get_num_threads(), tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+        cores=os.cpu_count(), threads=torch.get_num_threads(), tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
         tf32_cudnn=torch.backends.cudnn.allow_tf32, cudnn_benchmark=torch.backends.cudnn.benchmark,
         smoke=args.smoke, amp=args.amp, impl=args.impl, argv=sys.argv[1:])
 
@@ -914,6 +1060,8 @@ def main(argv=None):
             except ValueError as e:
                 raise SystemExit(f"--profile-res: {e}") from None
             done("profile", bench_profile(args, cfg, device, res))
+        if "rosinality" in args.parts:
+            done("rosinality", bench_rosinality(args, device, result["meta"]))
     finally:
         kernels.IMPL = impl
     if args.json:

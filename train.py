@@ -43,6 +43,9 @@ BATCH = {1: {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4, 1
          4: {4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16, 256: 16, 512: 16, 1024: 16},
          8: {4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 32, 256: 32, 512: 32, 1024: 32}}
 LR = {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}  # others: 0.001
+WGAN_GP_LR_MAX = 0.002  # the official ProGAN-style (WGAN-GP) run caps the table at 0.002
+TICK_KIMG = {4: 160, 8: 140, 16: 120, 32: 100, 64: 80, 128: 60, 256: 40, 512: 30, 1024: 20}  # kimg per tick
+MIN_PER_PROCESS = 4  # images per process: the minibatch stddev group (official 4) needs them
 
 # Presets (--cfg). "paper" is the official recipe: the flags' defaults and the tables above.
 # "quick" is a small net and a short schedule that shows faces in minutes on a CPU; it is what
@@ -86,12 +89,18 @@ def arg_parser():
       "0.001, raised to 0.0015/0.002/0.003 at 128/256/512+)")
     a("--loss", choices=["r1", "wgan-gp"], default="r1", help="logistic + R1 (StyleGAN) or WGAN-GP (ProGAN)")
     a("--r1-gamma", type=float, default=10.0, help="R1 weight gamma (also the WGAN-GP lambda)")
+    a("--r1-every", type=int, default=1, help="lazy R1 (StyleGAN2): the penalty every K-th step only, in a D "
+      "step of its own weighted by K, D's Adam lr and betas adjusted by K/(K+1). 1 = every step, official "
+      "StyleGAN; 16 = StyleGAN2's")
     a("--mixing", type=float, default=0.9, help="style mixing probability (0 = the paper's ablation)")
     a("--mirror", action=argparse.BooleanOptionalAction, default=True,
       help="random horizontal flips of the reals (official FFHQ: on)")
     a("--ema-kimg", type=float, default=10.0, help="half-life of the EMA generator in kimg")
     a("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
       help="autocast precision; auto = bf16 on CUDA, off on CPU")
+    a("--r1-precision", choices=["fp32", "tf32", "amp"], default="fp32", help="precision of the R1 (or "
+      "WGAN-GP) pass on the reals: fp32 keeps the official penalty (bf16 autocast is 1.4-6.5%% off it); "
+      "tf32 allows TF32 there; amp runs it under --amp like the rest")
     a("--resume", default=None, help="'auto' = the latest run in --out that has a checkpoint; or a ckpt path")
     a("--seed", type=int, default=0, help="seed for the weights, latents, noise and data order")
     a("--impl", choices=["auto", "triton", "ref"], default="auto", help="fused kernels (kernels.py) or "
@@ -118,25 +127,9 @@ def arg_parser():
     return p
 
 
-def get_args(argv=None):
-    p = arg_parser()
-    args = p.parse_args(argv)
-    argv = sys.argv[1:] if argv is None else argv
-    args.given = {t[2:].split("=")[0].removeprefix("no-").replace("-", "_") for t in argv if t.startswith("--")}
-    if args.cfg is None:
-        args.cfg = "quick" if args.data is None and args.res is None else "paper"
-    for k, v in CFGS[args.cfg].items():  # explicit flags still win over the preset
-        if k not in args.given and k != "res":
-            setattr(args, k, v)
-    if args.config and "mixing" not in args.given:
-        args.mixing = sg.PAPER_CONFIGS[args.config]["mixing"]
-    check_ranges(p, args)
-    return args
-
-
 # What each numeric flag allows; anything else is refused before a run starts. None (not given)
 # means the official default. Integers > 0 read as ">= 1".
-POSITIVE = ("kimg", "batch", "lr", "gpus", "ema_kimg", "tick_kimg", "snap_kimg", "metrics_num", "fmap_base",
+POSITIVE = ("kimg", "batch", "lr", "gpus", "r1_every", "ema_kimg", "tick_kimg", "snap_kimg", "metrics_num", "fmap_base",
             "fmap_max", "w_dim")
 NON_NEGATIVE = ("phase_kimg", "r1_gamma", "metrics_kimg", "mapping_layers", "seed", "mbstd_group")
 
@@ -161,6 +154,22 @@ def refuse(message):
     arg_parser().error(message)
 
 
+def get_args(argv=None):
+    p = arg_parser()
+    args = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args.given = {t[2:].split("=")[0].removeprefix("no-").replace("-", "_") for t in argv if t.startswith("--")}
+    if args.cfg is None:
+        args.cfg = "quick" if args.data is None and args.res is None else "paper"
+    for k, v in CFGS[args.cfg].items():  # explicit flags still win over the preset
+        if k not in args.given and k != "res":
+            setattr(args, k, v)
+    if args.config and "mixing" not in args.given:
+        args.mixing = sg.PAPER_CONFIGS[args.config]["mixing"]
+    check_ranges(p, args)
+    return args
+
+
 # ----------------------------------------------------------------------------------------------
 # Schedule
 
@@ -172,9 +181,10 @@ class Phase:
     lr: float
 
 
-def schedule(cur_nimg, final_res, start_res=8, phase_kimg=600, num_gpus=1, batch=None, lr=None):
+def schedule(cur_nimg, final_res, start_res=8, phase_kimg=600, num_gpus=1, batch=None, lr=None, lr_max=None):
     """Images shown -> Phase. From start_res: phase_kimg stable, then phase_kimg fading in the next
-    resolution, and so on; the final resolution then trains until the end (official lod schedule)."""
+    resolution, and so on; the final resolution then trains until the end (official lod schedule).
+    The batch table's totals are raised to MIN_PER_PROCESS images per process (past 8 processes)."""
     kimg = cur_nimg / 1000
     fades = int(math.log2(final_res // start_res))
     step = int(kimg // (2 * phase_kimg)) if phase_kimg > 0 else fades
@@ -185,40 +195,98 @@ def schedule(cur_nimg, final_res, start_res=8, phase_kimg=600, num_gpus=1, batch
         if t >= phase_kimg:
             res, alpha = res * 2, (t - phase_kimg) / phase_kimg
     table = BATCH[max(k for k in BATCH if k <= num_gpus)]
-    total = batch or table.get(res, table[1024])
-    return Phase(res, alpha, total, lr or LR.get(res, 0.001))
+    total = batch or max(table.get(res, table[1024]), MIN_PER_PROCESS * num_gpus)
+    return Phase(res, alpha, total, lr or min(LR.get(res, 0.001), lr_max or math.inf))
+
+
+def phase_at(nimg, args, world, final_res):
+    """The schedule with this run's flags (WGAN-GP: the learning rate capped as the official run)."""
+    return schedule(nimg, final_res, args.start_res, args.phase_kimg, world, args.batch, args.lr,
+                    lr_max=WGAN_GP_LR_MAX if args.loss == "wgan-gp" else None)
 
 
 # ----------------------------------------------------------------------------------------------
-# Losses
+# Losses: non-saturating logistic with R1 (StyleGAN), or WGAN-GP with ProGAN's drift term
 
-def d_loss(G, D, reals, z, phase, args, scale=1.0):
-    """Returns (loss, penalty). R1: gamma/2 * ||dD(x)/dx||^2 on reals; WGAN-GP: lambda *
-    (||grad at a random mix of real and fake|| - 1)^2 + 0.001 * D(real)^2 (ProGAN drift).
-    scale: fp16's loss scale, so the penalty's gradient does not underflow either."""
-    N = reals.shape[0]
-    # The official D always reads full-resolution images (lower resolutions nearest-upsampled, then
-    # average-pooled inside D), so its gradient is taken with respect to those: each gradient of a
-    # res x res image spreads over k*k pixels at 1/k^2 each, k = final/res. Squared and summed, the
-    # official penalty is the one at res times (res/final)^2 (gamma 10 at 1024, ~6e-4 at 8x8).
-    k2 = (phase.res / D.cfg.resolution) ** 2
+def autocast(args):
+    return torch.autocast(args.device.type, dtype=torch.float16 if args.amp == "fp16" else torch.bfloat16,
+                          enabled=args.amp in ("bf16", "fp16"))
+
+
+@contextlib.contextmanager
+def fp32_math(args):
+    """TF32 tensor cores (Ampere and later) for fp32 convolutions and matmuls only with --r1-precision
+    tf32. PyTorch allows them for convolutions by default, which would turn the fp32 R1 pass, and
+    the backward through it, into TF32."""
+    flags = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = [f.allow_tf32 for f in flags]
+    for f in flags:
+        f.allow_tf32 = args.r1_precision == "tf32"
+    try:
+        yield
+    finally:
+        for f, v in zip(flags, saved):
+            f.allow_tf32 = v
+
+
+@contextlib.contextmanager
+def penalty_pass(args):
+    """The precision of the gradient penalty's pass: D on the reals and its gradient (the double
+    backward through them runs in D's backward, under fp32_math). Under bf16 autocast the R1 penalty
+    of the full-size D differs from fp32 by 1.4-6.7% (TF32, emulated: 0.5-1.6%), so by default it
+    runs in fp32 with TF32 off, the official math (README: "Mixed precision"). --r1-precision tf32
+    or amp trade that for speed."""
+    with fp32_math(args), (autocast(args) if args.r1_precision == "amp" else
+                           torch.autocast(args.device.type, enabled=False)):
+        yield
+
+
+def r1_penalty(D, reals, alpha, args, scale=1.0):
+    """R1 (Mescheder et al. 2018): ||dD(x)/dx||^2 for each real image x. Returns (D's logits of the
+    reals, the penalty per image). The pass runs in the precision --r1-precision asks for (penalty_pass).
+    scale: fp16's loss scale, so that an fp16 gradient does not underflow.
+    The official D always reads full-resolution images (lower resolutions nearest-upsampled, then
+    average-pooled inside D), so its gradient is taken with respect to those: each gradient of a
+    res x res image spreads over k*k pixels at 1/k^2 each, k = final/res. Squared and summed, the
+    official penalty is the one at res times (res/final)^2 (gamma 10 at 1024, ~6e-4 at 8x8)."""
+    reals = reals.detach().requires_grad_(True)
+    with penalty_pass(args):
+        logits = D(reals, alpha).float()
+        grad, = torch.autograd.grad(logits.sum() * scale, reals, create_graph=True)
+    k2 = (reals.shape[-1] / D.cfg.resolution) ** 2
+    return logits, (grad.float() / scale).square().sum(dim=(1, 2, 3)) * k2
+
+
+def gradient_penalty(D, reals, fakes, alpha, args, scale=1.0):
+    """WGAN-GP (Gulrajani et al. 2017): (||dD(x)/dx|| - 1)^2 at x a random mix of a real and a fake
+    image, per image; the gradient is taken at full resolution as in r1_penalty."""
+    eps = torch.rand(reals.shape[0], 1, 1, 1, device=reals.device)
+    mixed = torch.lerp(reals, fakes.float(), eps).requires_grad_(True)
+    with penalty_pass(args):
+        logits = D(mixed, alpha).float()
+        grad, = torch.autograd.grad(logits.sum() * scale, mixed, create_graph=True)
+    k = mixed.shape[-1] / D.cfg.resolution
+    return ((grad.float() / scale).flatten(1).norm(dim=1) * k - 1).square()
+
+
+def d_loss(G, D, reals, z, phase, args, scale=1.0, r1=True):
+    """D's loss on reals and fresh fakes: returns (loss, penalty), both batch means. r1=False: the
+    logistic loss alone (lazy R1 adds the penalty in a step of its own, r1_step); penalty is None."""
     with torch.no_grad(), autocast(args):
         fakes = G(z, phase.res, phase.alpha, mixing=args.mixing)
     if args.loss == "r1":
-        reals = reals.detach().requires_grad_(True)
+        if r1:
+            real_logits, penalty = r1_penalty(D, reals, phase.alpha, args, scale)
         with autocast(args):
-            real_logits, fake_logits = D(reals, phase.alpha).float(), D(fakes, phase.alpha).float()
-        grad, = torch.autograd.grad(real_logits.sum() * scale, reals, create_graph=True)
-        penalty = (grad.float() / scale).square().sum(dim=(1, 2, 3)) * k2
-        loss = F.softplus(fake_logits) + F.softplus(-real_logits) + penalty[:, None] * (args.r1_gamma / 2)
-        return loss.mean(), penalty.mean()
-    eps = torch.rand(N, 1, 1, 1, device=reals.device)
-    mixed = torch.lerp(reals, fakes.float(), eps).requires_grad_(True)
+            fake_logits = D(fakes, phase.alpha).float()
+            real_logits = real_logits if r1 else D(reals, phase.alpha).float()
+        loss = F.softplus(fake_logits) + F.softplus(-real_logits)
+        if not r1:
+            return loss.mean(), None
+        return (loss + penalty[:, None] * (args.r1_gamma / 2)).mean(), penalty.mean()
+    penalty = gradient_penalty(D, reals, fakes, phase.alpha, args, scale)
     with autocast(args):
         real_logits, fake_logits = D(reals, phase.alpha).float(), D(fakes, phase.alpha).float()
-        mixed_logits = D(mixed, phase.alpha).float()
-    grad, = torch.autograd.grad(mixed_logits.sum() * scale, mixed, create_graph=True)
-    penalty = ((grad.float() / scale).flatten(1).norm(dim=1) * k2 ** 0.5 - 1).square()
     loss = fake_logits - real_logits + args.r1_gamma * penalty[:, None] + 0.001 * real_logits.square()
     return loss.mean(), penalty.mean()
 
@@ -229,54 +297,99 @@ def g_loss(G, D, z, phase, args):
     return (F.softplus(-logits) if args.loss == "r1" else -logits).mean()
 
 
-def train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args, world=1, flags=None,
-               check=False):
-    """One official training iteration: a D step on reals and fresh fakes, then a G step, then the
-    EMA generator. Returns ([G loss, D loss, penalty], flags summed over processes); the losses
-    are None for a step that fp16 loss scaling skipped because of an overflow."""
-    scaler_G, scaler_D = scalers  # fp16 only; no-ops otherwise
-    flags = torch.zeros(1, device=reals.device) if flags is None else flags
-    scale = scaler_D.get_scale() if scaler_D.is_enabled() else 1.0
-    scale_G = scaler_G.get_scale() if scaler_G.is_enabled() else 1.0
-    loss_D, penalty = d_loss(G, D, reals, z_D, phase, args, scale)
+# ----------------------------------------------------------------------------------------------
+# The training step
+
+# fp16 loss scaling. With the penalty pass in fp32 nothing in R1 can overflow; the fp16 fake pass and
+# G step overflowed at PyTorch's default start (65536), so the scale starts and stays at most here.
+SCALE_INIT, SCALE_MAX = 2.0 ** 10, 2.0 ** 14
+
+
+def make_scalers(args):
+    """fp16 needs loss scaling; bf16 and fp32 do not (the scalers are then disabled no-ops)."""
+    return [torch.amp.GradScaler(args.device.type, init_scale=SCALE_INIT, enabled=args.amp == "fp16")
+            for _ in range(2)]
+
+
+def loss_scale(scaler):
+    return scaler.get_scale() if scaler.is_enabled() else 1.0
+
+
+def apply_update(scaler, opt):
+    """The optimizer step through the scaler; False when fp16 found an overflow and dropped it."""
+    before = loss_scale(scaler)
+    scaler.step(opt)
+    scaler.update()
+    after = loss_scale(scaler)
+    if after > SCALE_MAX:
+        scaler.update(SCALE_MAX)
+    return after >= before
+
+
+def r1_step(D, opt_D, scaler_D, reals, phase, args, average):
+    """Lazy R1 (StyleGAN2, --r1-every K > 1): every K-th iteration R1 alone takes a D step of its own,
+    weighted by K. Returns (penalty, whether the update was applied)."""
+    _, penalty = r1_penalty(D, reals, phase.alpha, args, loss_scale(scaler_D))
     opt_D.zero_grad(set_to_none=True)
-    scaler_D.scale(loss_D).backward()
-    flags = all_reduce_grads(list(D.parameters()), world, flags, check)
-    scaler_D.step(opt_D)
-    scaler_D.update()
+    with fp32_math(args):  # R1's double backward
+        scaler_D.scale(penalty.mean() * (args.r1_gamma / 2 * args.r1_every)).backward()
+    average(D.parameters())
+    return penalty.mean(), apply_update(scaler_D, opt_D)
+
+
+def train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args, average=None, regularize=True):
+    """One official training iteration: a D step on reals and fresh fakes, then a G step, then the
+    EMA generator. average(params, extra) averages gradients over processes (GradAverage); with one
+    process there is nothing to average. regularize: this iteration carries the penalty (always,
+    unless --r1-every K > 1: every K-th). Returns [G loss, D loss, penalty, 1 if a penalty was
+    taken], or None when fp16 loss scaling dropped an update for an overflow: then G_ema and w_avg
+    have not moved (a dropped D update also skips the G step) and the caller does not count the
+    images."""
+    average = average or (lambda params, extra=None: extra)
+    scaler_G, scaler_D = scalers  # fp16 only; no-ops otherwise
+    w_avg = G.w_avg.clone() if scaler_D.is_enabled() else None
+    lazy = args.loss == "r1" and args.r1_every > 1
+    loss_D, penalty = d_loss(G, D, reals, z_D, phase, args, loss_scale(scaler_D), r1=not lazy)
+    opt_D.zero_grad(set_to_none=True)
+    with fp32_math(args):  # R1's double backward
+        scaler_D.scale(loss_D).backward()
+    average(D.parameters())
+    applied = apply_update(scaler_D, opt_D)
+    if applied and lazy and regularize:
+        penalty, applied = r1_step(D, opt_D, scaler_D, reals, phase, args, average)
+    if not applied:
+        G.w_avg.copy_(w_avg)
+        return None
 
     D.requires_grad_(False)
     loss_G = g_loss(G, D, z_G, phase, args)
     opt_G.zero_grad(set_to_none=True)
     scaler_G.scale(loss_G).backward()
-    # w_avg rides along: the mean of the processes' EMAs is the EMA of the global batch mean.
-    G.w_avg.copy_(all_reduce_grads(list(G.parameters()), world, G.w_avg, check) / world)
-    scaler_G.step(opt_G)
-    scaler_G.update()
     D.requires_grad_(True)
+    G.w_avg.copy_(average(G.parameters(), G.w_avg))  # the mean of the processes' EMAs: the global batch's
+    if not apply_update(scaler_G, opt_G):
+        G.w_avg.copy_(w_avg)
+        return None
 
     beta = 0.5 ** (phase.batch / (args.ema_kimg * 1000))  # official G_smoothing_kimg
     with torch.no_grad():
         torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1 - beta)
         for b_ema, b in zip(G_ema.buffers(), G.buffers()):
             b_ema.copy_(b)
-    if scaler_D.is_enabled() and (scaler_D.get_scale() < scale or scaler_G.get_scale() < scale_G):
-        return None, flags  # the scaler lowered its scale: an overflow, this step was not applied
-    return torch.stack([loss_G.detach(), loss_D.detach(), penalty.detach()]), flags
+    taken = penalty is not None
+    penalty = penalty.detach() if taken else torch.zeros_like(loss_D)
+    return torch.stack([loss_G.detach(), loss_D.detach(), penalty, torch.ones_like(penalty) * taken])
 
 
-def make_scalers(args):
-    """fp16 needs loss scaling; bf16 and fp32 do not (the scalers are then disabled no-ops)."""
-    return [torch.amp.GradScaler(args.device.type, enabled=args.amp == "fp16") for _ in range(2)]
+def adam(module, lr, ratio=1.0):
+    """The official Adam (0, 0.99, 1e-8). ratio: StyleGAN2's lazy-regularization adjustment of D's,
+    c = K / (K + 1) for R1 every K steps: lr * c, betas ** c (d_ratio)."""
+    return torch.optim.Adam(module.parameters(), lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
 
 
-def autocast(args):
-    return torch.autocast(args.device.type, dtype=torch.float16 if args.amp == "fp16" else torch.bfloat16,
-                          enabled=args.amp in ("bf16", "fp16"))
-
-
-def adam(module, lr):
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=(0.0, 0.99), eps=1e-8)
+def d_ratio(args):
+    """K / (K + 1) with lazy R1 (--r1-every K > 1): the D optimizer takes K + 1 steps per K iterations."""
+    return args.r1_every / (args.r1_every + 1) if args.loss == "r1" and args.r1_every > 1 else 1.0
 
 
 def fade_reals(reals, alpha):
@@ -290,26 +403,38 @@ def fade_reals(reals, alpha):
 # Distributed: gradients are averaged by hand (one all-reduce per network per step). Unlike DDP's
 # hooks this works with R1's double backward and with the unused parameters of higher resolutions.
 
-def all_reduce_grads(params, world, flags, check=False):
-    """Average gradients over processes; `flags` (e.g. stop requests) ride along and are summed.
-    Every process must hold gradients for the same parameters (they follow from the phase, which
-    all share); check=True verifies that first, with one more tiny all-reduce."""
-    if world == 1:
-        return flags
-    grads = [p.grad for p in params if p.grad is not None]
-    if check:
-        has = torch.tensor([float(p.grad is not None) for p in params], device=flags.device)
-        both = torch.cat([has, -has])
-        dist.all_reduce(both, op=dist.ReduceOp.MAX)
-        if not torch.equal(both[:len(has)], -both[len(has):]):
-            raise RuntimeError("processes hold gradients for different parameters; cannot average")
-    flat = torch.cat([g.flatten() for g in grads] + [flags])
-    dist.all_reduce(flat)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g) / world)
-        offset += g.numel()
-    return flat[offset:]
+class GradAverage:
+    """average(params, extra): every process's gradients replaced by their mean over processes, in
+    one all-reduce; `extra` (e.g. w_avg) rides along and its mean is returned, and so do the stop
+    requests (`stops`, summed: a signal to any process stops all). check=True first verifies that
+    every process holds gradients for the same parameters (they follow from the phase, which all
+    share) with one more tiny all-reduce; the loop sets it at each new phase."""
+
+    def __init__(self, world, device):
+        self.world, self.check = world, True
+        self.stops = torch.zeros(1, device=device)
+
+    def __call__(self, params, extra=None):
+        if self.world == 1:
+            return extra
+        params = list(params)
+        grads = [p.grad for p in params if p.grad is not None]
+        if self.check:
+            has = torch.tensor([float(p.grad is not None) for p in params], device=self.stops.device)
+            both = torch.cat([has, -has])
+            dist.all_reduce(both, op=dist.ReduceOp.MAX)
+            if not torch.equal(both[:len(has)], -both[len(has):]):
+                raise RuntimeError("processes hold gradients for different parameters; cannot average")
+        extra = self.stops[:0] if extra is None else extra
+        flat = torch.cat([g.flatten() for g in grads] + [extra.flatten(), self.stops])
+        dist.all_reduce(flat)
+        flat[:-1] /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+        self.stops = flat[-1:]
+        return flat[offset:-1].view_as(extra)
 
 
 def setup_distributed(rank, args):
@@ -391,6 +516,33 @@ def plain_args(args):
     return {k: v for k, v in vars(args).items() if v is None or isinstance(v, (str, int, float, bool))}
 
 
+def nbytes(state):
+    """About the size `state` takes on disk: its tensors' bytes, plus text."""
+    if torch.is_tensor(state):  # plus torch.save's zip header and 64-byte alignment per tensor
+        return state.untyped_storage().nbytes() + 128
+    if isinstance(state, dict):
+        return sum(nbytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(nbytes(v) for v in state)
+    return len(state) if isinstance(state, (str, bytes)) else 8
+
+
+def write_error(path, state, e):
+    """The OSError behind a failed save (torch.save keeps it as the RuntimeError's context), with
+    the space the file needs and the space there is."""
+    cause = e
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    why = (cause.strerror or str(cause)) if cause is not None else str(e).splitlines()[0]
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2 ** 20:.1f} MB free now"
+    except OSError:
+        free = "free space unknown"
+    return OSError(f"cannot write {path}: {why}; it needs about {nbytes(state) / 2 ** 20:.1f} MB free "
+                   f"in {folder} ({free})")
+
+
 def save_checkpoint(path, state, durable=True):
     """Atomic and durable: a crash (or power loss) while writing never leaves a truncated file
     under the real name. `state` is a dict for torch.save, text or bytes. A failed write (a full
@@ -417,33 +569,6 @@ def save_checkpoint(path, state, durable=True):
         os.fsync(fd)  # the rename itself
     finally:
         os.close(fd)
-
-
-def write_error(path, state, e):
-    """The OSError behind a failed save (torch.save keeps it as the RuntimeError's context), with
-    the space the file needs and the space there is."""
-    cause = e
-    while cause is not None and not isinstance(cause, OSError):
-        cause = cause.__cause__ or cause.__context__
-    why = (cause.strerror or str(cause)) if cause is not None else str(e).splitlines()[0]
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        free = f"{shutil.disk_usage(folder).free / 2 ** 20:.1f} MB free now"
-    except OSError:
-        free = "free space unknown"
-    return OSError(f"cannot write {path}: {why}; it needs about {nbytes(state) / 2 ** 20:.1f} MB free "
-                   f"in {folder} ({free})")
-
-
-def nbytes(state):
-    """About the size `state` takes on disk: its tensors' bytes, plus text."""
-    if torch.is_tensor(state):  # plus torch.save's zip header and 64-byte alignment per tensor
-        return state.untyped_storage().nbytes() + 128
-    if isinstance(state, dict):
-        return sum(nbytes(v) for v in state.values())
-    if isinstance(state, (list, tuple)):
-        return sum(nbytes(v) for v in state)
-    return len(state) if isinstance(state, (str, bytes)) else 8
 
 
 def remove_partial_files(run_dir):
@@ -482,13 +607,26 @@ def estimate_eta(cur_nimg, total_nimg, sec_per_kimg, cur_res, final_res, args, w
     step = max(1000, (total_nimg - cur_nimg) // 1000)
     seconds = 0.0
     for nimg in range(cur_nimg, total_nimg, step):
-        res = schedule(nimg, final_res, args.start_res, args.phase_kimg, world, args.batch, args.lr).res
+        res = phase_at(nimg, args, world, final_res).res
         rate = sec_per_kimg.get(res, sec_per_kimg[cur_res] * max(res / cur_res, 1) ** 0.5)
         seconds += min(step, total_nimg - nimg) / 1000 * rate
     return seconds
 
 
 PROGRESS_SEC = 30  # a progress line at least this often between ticks (the first after a third of it)
+
+
+def fmt_time(s):
+    s = int(s)
+    return f"{s // 86400}d {s // 3600 % 24}h" if s >= 86400 else f"{s // 3600}h {s // 60 % 60:02d}m" \
+        if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def note_long_run(line, eta, args, device, log):
+    if not line[2] and eta > 86400:
+        log(f"this run is projected to take {fmt_time(eta)} on {device.type} ({args.kimg:g} kimg, --cfg "
+            f"{args.cfg}); for a quick experiment use --cfg quick (minutes on a CPU)")
+    line[2] = True
 
 
 def progress(line, cur_nimg, total_nimg, sec_per_kimg, phase, final_res, args, world, device, log):
@@ -503,19 +641,6 @@ def progress(line, cur_nimg, total_nimg, sec_per_kimg, phase, final_res, args, w
         f"{1000 / sec_per_kimg[phase.res]:7.1f} img/s | ETA {fmt_time(eta)}")
     note_long_run(line, eta, args, device, log)
     line[:2] = cur_nimg, time.time()
-
-
-def note_long_run(line, eta, args, device, log):
-    if not line[2] and eta > 86400:
-        log(f"this run is projected to take {fmt_time(eta)} on {device.type} ({args.kimg:g} kimg, --cfg "
-            f"{args.cfg}); for a quick experiment use --cfg quick (minutes on a CPU)")
-    line[2] = True
-
-
-def fmt_time(s):
-    s = int(s)
-    return f"{s // 86400}d {s // 3600 % 24}h" if s >= 86400 else f"{s // 3600}h {s // 60 % 60:02d}m" \
-        if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -545,7 +670,7 @@ class Run:
 
     def __init__(self, rank):
         self.rank, self.run_dir = rank, None
-        self.cur_nimg, self.last_good, self.loader = 0, (None, 0), None
+        self.cur_nimg, self.last_good, self.loader, self.loader_res = 0, (None, 0), None, None
         self.signum, self.signal_time = 0, 0.0
 
     def log(self, line, may_fail=True):
@@ -589,45 +714,44 @@ def describe(e):
     return lines[-1] if "Original Traceback" in text else f"{type(e).__name__}: {lines[0]}"
 
 
-def train(rank, args):
-    """One process of the run. However it ends early, it ends here: one line that names the cause
-    and the last good checkpoint, the loader's workers shut down (left to the garbage collector,
-    they kept the process from ever exiting), and a non-zero exit status: 1 for an error, 128 + N
-    after signal N once the checkpoint is written (the shell's convention)."""
-    run = Run(rank)
-    try:
-        stopped = fit(rank, args, run)
-    except KeyboardInterrupt:  # a second signal, or Ctrl-C before the handlers were installed
-        run.fail("quit at once on a second signal" if run.signum else "interrupted",
-                 128 + (run.signum or signal.SIGINT))
-    except Exception as e:
-        peer = isinstance(e, RuntimeError) and "by peer" in str(e)  # gloo: another process has ended
-        run.fail("another process ended (its own line says why)" if peer else describe(e))
-    finally:
-        data.close_loader(run.loader)
-    if stopped:  # a process that saw no signal itself stopped at another's request
-        raise SystemExit(128 + (run.signum or signal.SIGTERM))
+@dataclass
+class State:
+    """The networks, their optimizers and the counters: what a checkpoint keeps and the loop changes."""
+    cfg: sg.StyleGANConfig
+    G: torch.nn.Module
+    D: torch.nn.Module
+    G_ema: torch.nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    scalers: list
+    cur_nimg: int = 0       # images shown in the steps that were applied
+    step: int = 0           # steps taken, dropped fp16 steps included: the seed stream (step_seed)
+    seen_nimg: int = 0      # images drawn from the data (ahead of cur_nimg after dropped fp16 steps)
+    phase_key: tuple = None  # (res, fading): Adam restarts whenever it changes
 
 
-def fit(rank, args, run):
-    """Setup, then the official training loop; returns whether a signal stopped it."""
+def setup_process(rank, args, run):
+    """This process's place in the run: rank, world size, device, amp and the run folder (partial
+    saves of an earlier crash removed)."""
     rank, world, device = setup_distributed(rank, args)
     args.device = device
     if args.amp == "auto":  # bf16 where the GPU has it natively (Ampere and later), fp16 before
         args.amp = "off" if device.type == "cpu" else \
             "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     kernels.IMPL = args.impl
-    master, log = rank == 0, run.log
     if world > 1:  # under torchrun every process ran prepare(), and only rank 0 made the folder
-        args.run_dir = broadcast_text(args.run_dir if master else "", device)
-    run_dir = run.run_dir = args.run_dir
-    ckpt_path = os.path.join(run_dir, "ckpt.pt")
-    stale = remove_partial_files(run_dir) if master else []
+        args.run_dir = broadcast_text(args.run_dir if rank == 0 else "", device)
+    run.run_dir = args.run_dir
+    stale = remove_partial_files(run.run_dir) if rank == 0 else []
     if stale:
-        log(f"removed {len(stale)} partial file(s) of saves cut short: {', '.join(stale)}")
+        run.log(f"removed {len(stale)} partial file(s) of saves cut short: {', '.join(stale)}")
+    return rank, world, device
 
+
+def build(args, device):
+    """A new State, or one resumed from a train.py checkpoint, or NVIDIA's networks (--resume X.pkl:
+    the networks only; a new run starts from them)."""
     ckpt = torch.load(args.resume_path, map_location="cpu", weights_only=True) if args.resume_path else None
-    # NVIDIA's pickle (--resume X.pkl) holds the networks only: a new run starts from them
     nets = ckpt or (sg.read_official(args.official) if args.official else None)
     torch.manual_seed(args.seed)  # identical initial weights on every process
     cfg = sg.StyleGANConfig(**nets["config"]) if nets else new_config(args)
@@ -637,152 +761,84 @@ def fit(rank, args, run):
         for net, key in ((G, "G"), (D, "D"), (G_ema, "G_ema")):
             net.load_state_dict(nets[key])
     G, D, G_ema = G.to(device), D.to(device), G_ema.to(device)
-
-    cur_nimg, step = (ckpt["cur_nimg"], ckpt["step"]) if ckpt else (0, 0)
-    phase_key = tuple(ckpt["phase_key"]) if ckpt else None
-    opt_G, opt_D = adam(G, 0.001), adam(D, 0.001)
-    scalers = make_scalers(args)
+    s = State(cfg, G, D, G_ema, adam(G, 0.001), adam(D, 0.001, d_ratio(args)), make_scalers(args))
     if ckpt:
-        opt_G.load_state_dict(ckpt["opt_G"])
-        opt_D.load_state_dict(ckpt["opt_D"])
-        for scaler, key in zip(scalers, ("scaler_G", "scaler_D")):
+        s.opt_G.load_state_dict(ckpt["opt_G"])
+        s.opt_D.load_state_dict(ckpt["opt_D"])
+        for scaler, key in zip(s.scalers, ("scaler_G", "scaler_D")):
             scaler.load_state_dict(ckpt[key])
-    total_nimg = int(args.kimg * 1000)
-    run.cur_nimg, run.last_good = cur_nimg, ((ckpt_path, cur_nimg) if ckpt else (None, 0))
+        s.cur_nimg, s.step, s.phase_key = ckpt["cur_nimg"], ckpt["step"], tuple(ckpt["phase_key"])
+        s.seen_nimg = ckpt.get("seen_nimg", s.cur_nimg)
+    return s
 
-    z_grid = torch.randn(32, cfg.z_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
-    if master:
-        save_checkpoint(os.path.join(run_dir, "args.json"), json.dumps(plain_args(args), indent=1), durable=False)
-        nparams = sum(p.numel() for p in G.parameters())
-        log(f"run {run_dir}: {args.data_name} at {cfg.resolution}x{cfg.resolution}, G {nparams:,} params, "
-            f"{world} process(es) on {device.type}, amp {args.amp}, kernels {args.impl}"
-            + (f", resumed at {cur_nimg / 1000:.1f} kimg" if ckpt else ""))
 
-    def state(phase):
-        return dict(config=cfg.to_dict(), G=G.state_dict(), D=D.state_dict(), G_ema=G_ema.state_dict(),
-                    opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(), scaler_G=scalers[0].state_dict(),
-                    scaler_D=scalers[1].state_dict(), cur_nimg=cur_nimg, step=step,
-                    res=phase.res, alpha=phase.alpha, phase_key=list(phase_key),
-                    args=plain_args(args),
-                    rng=torch.get_rng_state())  # for inspection: every step reseeds (step_seed)
+def checkpoint(s, phase, args, run, world, snapshot=False):
+    """ckpt.pt, and with snapshot=True also G_ema alone (snapshot-KIMG.pt, what sample.py reads).
+    Only weights that are finite and the same on every process are written."""
+    if not torch.stack([p.isfinite().all() for p in [*s.G.parameters(), *s.D.parameters()]]).all():
+        run.fail("non-finite weights")
+    if not in_sync((s.G, s.D), world):
+        run.fail("processes hold different weights")
+    path = os.path.join(run.run_dir, "ckpt.pt")
+    if run.rank == 0:
+        save_checkpoint(path, dict(
+            config=s.cfg.to_dict(), G=s.G.state_dict(), D=s.D.state_dict(), G_ema=s.G_ema.state_dict(),
+            opt_G=s.opt_G.state_dict(), opt_D=s.opt_D.state_dict(), scaler_G=s.scalers[0].state_dict(),
+            scaler_D=s.scalers[1].state_dict(), cur_nimg=s.cur_nimg, step=s.step, seen_nimg=s.seen_nimg,
+            res=phase.res, alpha=phase.alpha, phase_key=list(s.phase_key), args=plain_args(args),
+            rng=torch.get_rng_state()))  # for inspection: every step reseeds (step_seed)
+    run.last_good = (path, s.cur_nimg)
+    if run.rank == 0 and snapshot:
+        save_checkpoint(os.path.join(run.run_dir, f"snapshot-{kimg_name(s.cur_nimg)}.pt"),
+                        dict(config=s.cfg.to_dict(), G_ema=s.G_ema.state_dict(), res=phase.res,
+                             alpha=phase.alpha, cur_nimg=s.cur_nimg))
 
-    def checkpoint(phase, snapshot=False):
-        finite = torch.stack([p.isfinite().all() for p in [*G.parameters(), *D.parameters()]]).all()
-        if not finite:
-            run.fail("non-finite weights")
-        if not in_sync((G, D), world):
-            run.fail("processes hold different weights")
-        if master:
-            save_checkpoint(ckpt_path, state(phase))
-        run.last_good = (ckpt_path, cur_nimg)
-        if master and snapshot:
-            save_checkpoint(os.path.join(run_dir, f"snapshot-{kimg_name(cur_nimg)}.pt"),
-                            dict(config=cfg.to_dict(), G_ema=G_ema.state_dict(), res=phase.res,
-                                 alpha=phase.alpha, cur_nimg=cur_nimg))
 
-    # A stop request (run.signum) is summed over processes in the D all-reduce
-    signal.signal(signal.SIGINT, run.on_signal)
-    signal.signal(signal.SIGTERM, run.on_signal)
+def begin_phase(s, phase, args, run, world, rank, average):
+    """At a new (res, fading) phase: a checkpoint at each new resolution, fresh Adam state (official:
+    reset whenever lod crosses an integer), and the data loader at the new resolution."""
+    key = (phase.res, phase.alpha < 1)
+    if key != s.phase_key:
+        if s.phase_key is not None and phase.res != s.phase_key[0]:
+            checkpoint(s, phase, args, run, world)
+        s.opt_G, s.opt_D = adam(s.G, phase.lr), adam(s.D, phase.lr, d_ratio(args))
+        s.phase_key, average.check = key, True  # a new set of layers in use: verify all processes agree
+    if run.loader is None or run.loader_res != phase.res:
+        data.close_loader(run.loader)
+        run.loader = data.make_loader(args.dataset.at(phase.res), phase.batch // world, rank=rank,
+                                      world_size=world, seed=args.seed, start=s.seen_nimg)
+        run.loader_res = phase.res
+    for opt, ratio in ((s.opt_G, 1.0), (s.opt_D, d_ratio(args))):
+        for group in opt.param_groups:
+            group["lr"] = phase.lr * ratio
 
-    stats = torch.zeros(4, device=device)  # sums over the tick: G loss, D loss, penalty, steps
-    sec_per_kimg = {}  # latest measured speed per resolution, for the ETA
-    tick_nimg, tick_time, ticks = cur_nimg, time.time(), 0
-    line = [cur_nimg, time.time(), False]  # last progress line: images, time, long-run warning given
-    loader_res, done, stopped, check = None, False, False, True
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    while not done:
-        phase = schedule(cur_nimg, cfg.resolution, args.start_res, args.phase_kimg, world, args.batch, args.lr)
-        key = (phase.res, phase.alpha < 1)
-        if key != phase_key:  # official: Adam state reset whenever lod crosses an integer
-            if phase_key is not None and phase.res != phase_key[0]:
-                checkpoint(phase)  # at each new resolution
-            opt_G, opt_D = adam(G, phase.lr), adam(D, phase.lr)
-            phase_key, check = key, True  # a new set of layers in use: verify all processes agree
-        if phase.res != loader_res:
-            data.close_loader(run.loader)
-            run.loader = data.make_loader(args.dataset.at(phase.res), phase.batch // world, rank=rank,
-                                          world_size=world, seed=args.seed, start=cur_nimg)
-            loader_res = phase.res
-        for opt in (opt_G, opt_D):
-            for group in opt.param_groups:
-                group["lr"] = phase.lr
 
-        # One step: D on a real batch (and fresh fakes), then G; the official order. The latents
-        # are drawn for the global batch and sliced, so N processes see what one process would.
-        N = phase.batch // world
-        torch.manual_seed(step_seed(args.seed, 0, step))
-        z_D, z_G = torch.randn(2, phase.batch, cfg.z_dim, device=device)[:, rank * N:(rank + 1) * N]
-        torch.manual_seed(step_seed(args.seed, rank + 1, step))  # per process: noise, mixing, flips
-        reals = next(run.loader).to(device, non_blocking=True).float() / 127.5 - 1
-        if args.mirror:
-            flip = torch.rand(reals.shape[0], device=device) < 0.5
-            reals = torch.where(flip[:, None, None, None], reals.flip(3), reals)
-        reals = fade_reals(reals, phase.alpha)
+def next_batch(s, phase, args, run, rank, world, device):
+    """Latents for D and G, and this process's reals (flipped, faded). The latents are drawn for the
+    global batch and sliced, so N processes see what one process would."""
+    N = phase.batch // world
+    torch.manual_seed(step_seed(args.seed, 0, s.step))
+    z_D, z_G = torch.randn(2, phase.batch, s.cfg.z_dim, device=device)[:, rank * N:(rank + 1) * N]
+    torch.manual_seed(step_seed(args.seed, rank + 1, s.step))  # per process: noise, mixing, flips
+    reals = next(run.loader).to(device, non_blocking=True).float() / 127.5 - 1
+    if args.mirror:
+        flip = torch.rand(reals.shape[0], device=device) < 0.5
+        reals = torch.where(flip[:, None, None, None], reals.flip(3), reals)
+    return z_D, z_G, fade_reals(reals, phase.alpha)
 
-        flags = torch.zeros(1, device=device) + float(run.signum > 0)  # no host-to-device copy, no sync
-        losses, flags = train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args,
-                                   world, flags, check)
-        check = False
-        if losses is not None:
-            stats += torch.cat([losses, torch.ones(1, device=device)])
-        cur_nimg += phase.batch
-        step += 1
-        run.cur_nimg = cur_nimg
-        # Reading the flag waits for the GPU, so look every 16 steps there: a signal acts within 16.
-        if device.type == "cpu" or step % 16 == 0:
-            stopped = stopped or bool(flags.sum() > 0)
-        done = cur_nimg >= total_nimg or stopped
 
-        tick_kimg = args.tick_kimg or TICK_KIMG.get(phase.res, 20)
-        tick_due = cur_nimg - tick_nimg >= tick_kimg * 1000 or done
-        if not tick_due and time.time() - line[1] >= (PROGRESS_SEC if line[2] else PROGRESS_SEC / 3):
-            progress(line, cur_nimg, total_nimg, sec_per_kimg, phase, cfg.resolution, args, world, device, log)
-        if tick_due:
-            if world > 1:
-                dist.all_reduce(stats)
-            g, d, pen = (stats[:3] / stats[3]).tolist()  # nan when every step of the tick overflowed
-            stats.zero_()
-            if not all(map(math.isfinite, (g, d, pen))):
-                run.fail(f"non-finite loss (G {g}, D {d}, penalty {pen})")
-            now = time.time()
-            sec_kimg = (now - tick_time) / max(cur_nimg - tick_nimg, 1) * 1000
-            sec_per_kimg[phase.res] = sec_kimg
-            eta = estimate_eta(cur_nimg, total_nimg, sec_per_kimg, phase.res, cfg.resolution, args, world)
-            mem = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
-            row = dict(kimg=round(cur_nimg / 1000, 3), res=phase.res, alpha=round(phase.alpha, 4),
-                       batch=phase.batch, lr=phase.lr, loss_G=g, loss_D=d, penalty=pen,
-                       sec_per_kimg=round(sec_kimg, 3), img_per_sec=round(1000 / sec_kimg, 1),
-                       peak_mem_gb=round(mem, 2), eta_sec=round(eta), time=now)
-            log(f"kimg {row['kimg']:8.1f} | res {phase.res:4d} alpha {phase.alpha:4.2f} batch {phase.batch:3d} | "
-                f"G {g:6.3f} D {d:6.3f} {'R1' if args.loss == 'r1' else 'GP'} {pen:7.3f} | "
-                f"{sec_kimg:7.2f} s/kimg {row['img_per_sec']:7.1f} img/s | mem {mem:5.1f} GB | "
-                f"ETA {fmt_time(eta)}")
-            note_long_run(line, eta, args, device, log)
-            if master:
-                with open(os.path.join(run_dir, "log.jsonl"), "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                with torch.no_grad():
-                    fakes = torch.cat([G_ema(z, phase.res, phase.alpha, noise_mode="const")
-                                       for z in z_grid.split(8)])
-                save_grid(fakes, os.path.join(run_dir, f"fakes{kimg_name(cur_nimg)}.png"))
-            ticks += 1
-            snap_due = crossed(tick_nimg, cur_nimg, args.snap_kimg) if args.snap_kimg else ticks % 10 == 0
-            if snap_due or done:
-                checkpoint(phase, snapshot=True)
-            if crossed(tick_nimg, cur_nimg, args.metrics_kimg) or (done and args.metrics_kimg):
-                evaluate(G_ema, phase, args, rank, world, run_dir, log, cur_nimg)
-            tick_nimg, tick_time = cur_nimg, time.time()
-            line[:2] = cur_nimg, tick_time
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-    status = f"; exit status {128 + (run.signum or signal.SIGTERM)}" if stopped else ""
-    log(f"{'stopped' if stopped else 'done'} at {cur_nimg / 1000:.1f} kimg; "
-        f"checkpoint {ckpt_path}; samples {run_dir}/fakes*.png"
-        + (f"; weights identical on all {world} processes" if world > 1 else "") + status)
-    if world > 1:
-        dist.destroy_process_group()
-    return stopped
+class Ticks:
+    """The loop's reporting between and at ticks: loss sums over the tick, speed per resolution (for
+    the ETA), the last progress line [images, time, long-run warning given], the sample grid's z."""
+
+    def __init__(self, cur_nimg, device, seed, z_dim):
+        self.stats = torch.zeros(5, device=device)  # sums over the tick: G loss, D loss, penalty, penalties, steps
+        self.sec_per_kimg, self.count = {}, 0
+        self.nimg, self.time = cur_nimg, time.time()
+        self.line = [cur_nimg, time.time(), False]
+        self.z_grid = torch.randn(32, z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
 
 
 def crossed(prev_nimg, cur_nimg, every_kimg):
@@ -812,42 +868,116 @@ def evaluate(G_ema, phase, args, rank, world, run_dir, log, cur_nimg):
         save_checkpoint(best_path, json.dumps(dict(fid=result["fid"], kimg=cur_nimg / 1000)))
 
 
+def report(t, s, phase, args, run, world, total_nimg, done):
+    """After each step: a progress line when one is due, or at the end of a tick the tick's line,
+    log.jsonl row and sample grid, then a snapshot and metrics when they are due."""
+    device = args.device
+    tick_due = s.cur_nimg - t.nimg >= (args.tick_kimg or TICK_KIMG.get(phase.res, 20)) * 1000 or done
+    if not tick_due:
+        if time.time() - t.line[1] >= (PROGRESS_SEC if t.line[2] else PROGRESS_SEC / 3):
+            progress(t.line, s.cur_nimg, total_nimg, t.sec_per_kimg, phase, s.cfg.resolution, args, world,
+                     device, run.log)
+        return
+    if world > 1:
+        dist.all_reduce(t.stats)
+    g, d, pen, taken = (t.stats[:4] / t.stats[[4, 4, 3, 4]]).tolist()  # nan when every step overflowed
+    t.stats.zero_()
+    if not all(map(math.isfinite, (g, d, pen if taken else 0.0))):  # (lazy R1: maybe none this tick)
+        run.fail(f"non-finite loss (G {g}, D {d}, penalty {pen})")
+    now = time.time()
+    sec_kimg = t.sec_per_kimg[phase.res] = (now - t.time) / max(s.cur_nimg - t.nimg, 1) * 1000
+    eta = estimate_eta(s.cur_nimg, total_nimg, t.sec_per_kimg, phase.res, s.cfg.resolution, args, world)
+    mem = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
+    run.log(f"kimg {s.cur_nimg / 1000:8.1f} | res {phase.res:4d} alpha {phase.alpha:4.2f} batch {phase.batch:3d} | "
+            f"G {g:6.3f} D {d:6.3f} {'R1' if args.loss == 'r1' else 'GP'} {pen:7.3f} | "
+            f"{sec_kimg:7.2f} s/kimg {1000 / sec_kimg:7.1f} img/s | mem {mem:5.1f} GB | ETA {fmt_time(eta)}")
+    note_long_run(t.line, eta, args, device, run.log)
+    if run.rank == 0:
+        row = dict(kimg=round(s.cur_nimg / 1000, 3), res=phase.res, alpha=round(phase.alpha, 4), batch=phase.batch,
+                   lr=phase.lr, loss_G=g, loss_D=d, penalty=pen, sec_per_kimg=round(sec_kimg, 3),
+                   img_per_sec=round(1000 / sec_kimg, 1), peak_mem_gb=round(mem, 2), eta_sec=round(eta), time=now)
+        with open(os.path.join(run.run_dir, "log.jsonl"), "a") as f:
+            f.write(json.dumps(row) + "\n")
+        with torch.no_grad():
+            fakes = torch.cat([s.G_ema(z, phase.res, phase.alpha, noise_mode="const") for z in t.z_grid.split(8)])
+        save_grid(fakes, os.path.join(run.run_dir, f"fakes{kimg_name(s.cur_nimg)}.png"))
+    t.count += 1
+    if (crossed(t.nimg, s.cur_nimg, args.snap_kimg) if args.snap_kimg else t.count % 10 == 0) or done:
+        checkpoint(s, phase, args, run, world, snapshot=True)
+    if crossed(t.nimg, s.cur_nimg, args.metrics_kimg) or (done and args.metrics_kimg):
+        evaluate(s.G_ema, phase, args, run.rank, world, run.run_dir, run.log, s.cur_nimg)
+    t.nimg = t.line[0] = s.cur_nimg
+    t.time = t.line[1] = time.time()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def fit(rank, args, run):
+    """Setup, then the official training loop; returns whether a signal stopped it."""
+    rank, world, device = setup_process(rank, args, run)
+    s = build(args, device)
+    run.cur_nimg, run.last_good = s.cur_nimg, ((args.resume_path, s.cur_nimg) if args.resume_path else (None, 0))
+    if rank == 0:
+        save_checkpoint(os.path.join(run.run_dir, "args.json"), json.dumps(plain_args(args), indent=1), durable=False)
+        run.log(f"run {run.run_dir}: {args.data_name} at {s.cfg.resolution}x{s.cfg.resolution}, G "
+                f"{sum(p.numel() for p in s.G.parameters()):,} params, {world} process(es) on {device.type}, "
+                f"amp {args.amp}, R1 pass {args.r1_precision}, kernels {args.impl}"
+                + (f", resumed at {s.cur_nimg / 1000:.1f} kimg" if args.resume_path else ""))
+    signal.signal(signal.SIGINT, run.on_signal)  # fit() finishes the step, then checkpoints and stops
+    signal.signal(signal.SIGTERM, run.on_signal)
+    average, ticks = GradAverage(world, device), Ticks(s.cur_nimg, device, args.seed, s.cfg.z_dim)
+    total_nimg, done, stopped = int(args.kimg * 1000), False, False
+    while not done:
+        phase = phase_at(s.cur_nimg, args, world, s.cfg.resolution)
+        begin_phase(s, phase, args, run, world, rank, average)
+        z_D, z_G, reals = next_batch(s, phase, args, run, rank, world, device)
+        average.stops = torch.zeros(1, device=device) + float(run.signum > 0)  # no copy to the device, no sync
+        losses = train_step(s.G, s.D, s.G_ema, s.opt_G, s.opt_D, s.scalers, reals, z_D, z_G, phase, args, average,
+                            regularize=s.step % args.r1_every == 0)
+        average.check = False
+        s.step, s.seen_nimg = s.step + 1, s.seen_nimg + phase.batch
+        if losses is not None:  # fp16 dropped an update: the images do not count
+            s.cur_nimg += phase.batch
+            ticks.stats += torch.cat([losses, torch.ones(1, device=device)])  # + the step count
+        run.cur_nimg = s.cur_nimg
+        if device.type == "cpu" or s.step % 16 == 0:  # reading the flag waits for the GPU: a signal acts within 16
+            stopped = stopped or bool(average.stops.sum() > 0)
+        done = s.cur_nimg >= total_nimg or stopped
+        report(ticks, s, phase, args, run, world, total_nimg, done)
+    run.log(f"{'stopped' if stopped else 'done'} at {s.cur_nimg / 1000:.1f} kimg; checkpoint "
+            f"{run.last_good[0]}; samples {run.run_dir}/fakes*.png"
+            + (f"; weights identical on all {world} processes" if world > 1 else "")
+            + (f"; exit status {128 + (run.signum or signal.SIGTERM)}" if stopped else ""))
+    if world > 1:
+        dist.destroy_process_group()
+    return stopped
+
+
+def train(rank, args):
+    """One process of the run. However it ends early, it ends here: one line that names the cause
+    and the last good checkpoint, the loader's workers shut down (left to the garbage collector,
+    they kept the process from ever exiting), and a non-zero exit status: 1 for an error, 128 + N
+    after signal N once the checkpoint is written (the shell's convention)."""
+    run = Run(rank)
+    try:
+        stopped = fit(rank, args, run)
+    except KeyboardInterrupt:  # a second signal, or Ctrl-C before the handlers were installed
+        run.fail("quit at once on a second signal" if run.signum else "interrupted",
+                 128 + (run.signum or signal.SIGINT))
+    except Exception as e:
+        peer = isinstance(e, RuntimeError) and "by peer" in str(e)  # gloo: another process has ended
+        run.fail("another process ended (its own line says why)" if peer else describe(e))
+    finally:
+        data.close_loader(run.loader)
+    if stopped:  # a process that saw no signal itself stopped at another's request
+        raise SystemExit(128 + (run.signum or signal.SIGTERM))
+
+
 # ----------------------------------------------------------------------------------------------
 # Entry point: check everything a user can get wrong before any process starts.
 
-def find_resume(args):
-    """--resume -> args.resume_path (a train.py checkpoint: the run continues with its flags unless
-    a flag says otherwise, and always with its network) or args.official (NVIDIA's pickle: a new
-    run fine-tunes it at its resolution, stable phase, fresh optimizers)."""
-    args.resume_path, args.official = None, None
-    if args.resume == "auto":
-        args.resume_path = latest_checkpoint(args.out)
-        if args.resume_path is None:
-            print(f"--resume auto: no checkpoint in {args.out}; starting a new run")
-    elif args.resume:
-        if not os.path.isfile(args.resume):
-            raise SystemExit(f"--resume: no checkpoint at {args.resume}")
-        args.resume_path = args.resume
-    if args.resume_path and args.resume_path.endswith(".pkl"):
-        try:
-            config = sg.read_official(args.resume_path)["config"]
-        except ValueError as e:
-            raise SystemExit(f"--resume: {e}")
-        args.official, args.resume_path = args.resume_path, None
-        check_network_flags(args, config, args.official)
-        res = args.final_res = args.start_res = config["resolution"]
-        print(f"--resume {args.official}: NVIDIA's {res}x{res} networks, fine-tuned at {res}x{res} from 0 kimg")
-    if args.resume_path:
-        ckpt = read_resume(args.resume_path)
-        check_network_flags(args, ckpt["config"], args.resume_path)
-        for k, v in ckpt.get("args", {}).items():
-            if k not in RESUME_FRESH and k not in args.given:
-                setattr(args, k, v)
-        args.final_res = ckpt["config"]["resolution"]
-        if int(args.kimg * 1000) <= ckpt["cur_nimg"]:
-            refuse(f"--kimg {args.kimg:g}: {args.resume_path} has reached {ckpt['cur_nimg'] / 1000:g} kimg "
-                   f"already; give a larger --kimg to train on")
-
+# Flags a resumed run takes from this command line, never from the checkpoint
+RESUME_FRESH = ("resume", "resume_path", "out", "run_dir", "gpus", "data_name", "final_res")
 
 def read_resume(path):
     """A train.py checkpoint's flags and config, its weights checked against the config before any
@@ -883,6 +1013,40 @@ def check_network_flags(args, config, source):
         if config.get(field) != value:
             refuse(f"{flag}: the network in {source} has {field} {config.get(field)}, and a resumed run "
                    f"keeps its network; leave the flag out, or start a new run without --resume")
+
+
+def find_resume(args):
+    """--resume -> args.resume_path (a train.py checkpoint: the run continues with its flags unless
+    a flag says otherwise, and always with its network) or args.official (NVIDIA's pickle: a new
+    run fine-tunes it at its resolution, stable phase, fresh optimizers)."""
+    args.resume_path, args.official = None, None
+    if args.resume == "auto":
+        args.resume_path = latest_checkpoint(args.out)
+        if args.resume_path is None:
+            print(f"--resume auto: no checkpoint in {args.out}; starting a new run")
+    elif args.resume:
+        if not os.path.isfile(args.resume):
+            raise SystemExit(f"--resume: no checkpoint at {args.resume}")
+        args.resume_path = args.resume
+    if args.resume_path and args.resume_path.endswith(".pkl"):
+        try:
+            config = sg.read_official(args.resume_path)["config"]
+        except ValueError as e:
+            raise SystemExit(f"--resume: {e}")
+        args.official, args.resume_path = args.resume_path, None
+        check_network_flags(args, config, args.official)
+        res = args.final_res = args.start_res = config["resolution"]
+        print(f"--resume {args.official}: NVIDIA's {res}x{res} networks, fine-tuned at {res}x{res} from 0 kimg")
+    if args.resume_path:
+        ckpt = read_resume(args.resume_path)
+        check_network_flags(args, ckpt["config"], args.resume_path)
+        for k, v in ckpt.get("args", {}).items():
+            if k not in RESUME_FRESH and k not in args.given:
+                setattr(args, k, v)
+        args.final_res = ckpt["config"]["resolution"]
+        if int(args.kimg * 1000) <= ckpt["cur_nimg"]:
+            refuse(f"--kimg {args.kimg:g}: {args.resume_path} has reached {ckpt['cur_nimg'] / 1000:g} kimg "
+                   f"already; give a larger --kimg to train on")
 
 
 def run_folder(args):
@@ -946,6 +1110,13 @@ def prepare(args):
         if total % world:
             raise SystemExit(f"the batch at {r}x{r} ({total}) does not split over {world} processes; "
                              f"set --batch to a multiple of {world}")
+        if args.mbstd_group > 1 and total // world < args.mbstd_group:
+            raise SystemExit(f"--batch {total} gives {total // world} image(s) to each of {world} processes, fewer "
+                             f"than the minibatch stddev group (--mbstd-group {args.mbstd_group}); give --batch "
+                             f">= {args.mbstd_group * world}, or leave it out (the official table, raised to "
+                             f"{MIN_PER_PROCESS} per process)")
+    if args.r1_every > 1 and args.loss != "r1":
+        raise SystemExit(f"--r1-every {args.r1_every}: lazy regularization is for --loss r1")
     if args.metrics_kimg and args.metrics_num < world:
         raise SystemExit(f"--metrics-num {args.metrics_num} is below the {world} processes sharing it")
     if args.metrics_kimg and {"fid", "kid"} & set(args.metrics.split(",")):
@@ -957,11 +1128,38 @@ def prepare(args):
     args.run_dir = run_folder(args)
 
 
-RESUME_FRESH = ("resume", "resume_path", "out", "run_dir", "gpus", "data_name", "final_res")
-
 
 GRACE_SEC = 5  # after one process fails, the others' time to end by themselves before they are killed
 STOPPED = (0, 128 + signal.SIGINT, 128 + signal.SIGTERM)  # finished, or stopped by a signal after a checkpoint
+
+
+def join_ranks(procs):
+    """Waits for all processes. Once one has failed (an exit status not in STOPPED), those still
+    running GRACE_SEC later are killed; returns their indices."""
+    deadline, killed = math.inf, []
+    while any(p.is_alive() for p in procs):
+        if time.time() >= deadline:
+            killed = [i for i, p in enumerate(procs) if p.is_alive()]
+            for i in killed:
+                procs[i].kill()
+            break
+        wait = max(0.0, min(1.0, deadline - time.time()))
+        multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()], timeout=wait)
+        if deadline == math.inf and any(p.exitcode not in (None, *STOPPED) for p in procs):
+            deadline = time.time() + GRACE_SEC
+    for p in procs:
+        p.join()
+    return killed
+
+
+def describe_checkpoint(run_dir):
+    """'RUN/ckpt.pt (12.3 kimg)' or 'none', read from the file (mmap: the weights stay on disk)."""
+    path = os.path.join(run_dir or "", "ckpt.pt")
+    try:
+        nimg = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["cur_nimg"]
+    except Exception:  # absent or unreadable: no good checkpoint to name
+        return "none"
+    return f"{path} ({nimg / 1000:.1f} kimg)"
 
 
 def launch(args):
@@ -1001,35 +1199,6 @@ def launch(args):
         raise SystemExit(128 + got[0] if got else max(codes))
 
 
-def join_ranks(procs):
-    """Waits for all processes. Once one has failed (an exit status not in STOPPED), those still
-    running GRACE_SEC later are killed; returns their indices."""
-    deadline, killed = math.inf, []
-    while any(p.is_alive() for p in procs):
-        if time.time() >= deadline:
-            killed = [i for i, p in enumerate(procs) if p.is_alive()]
-            for i in killed:
-                procs[i].kill()
-            break
-        wait = max(0.0, min(1.0, deadline - time.time()))
-        multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()], timeout=wait)
-        if deadline == math.inf and any(p.exitcode not in (None, *STOPPED) for p in procs):
-            deadline = time.time() + GRACE_SEC
-    for p in procs:
-        p.join()
-    return killed
-
-
-def describe_checkpoint(run_dir):
-    """'RUN/ckpt.pt (12.3 kimg)' or 'none', read from the file (mmap: the weights stay on disk)."""
-    path = os.path.join(run_dir or "", "ckpt.pt")
-    try:
-        nimg = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["cur_nimg"]
-    except Exception:  # absent or unreadable: no good checkpoint to name
-        return "none"
-    return f"{path} ({nimg / 1000:.1f} kimg)"
-
-
 def main(argv=None):
     args = get_args(argv)
     prepare(args)
@@ -1046,7 +1215,6 @@ def main(argv=None):
     return args.run_dir
 
 
-TICK_KIMG = {4: 160, 8: 140, 16: 120, 32: 100, 64: 80, 128: 60, 256: 40, 512: 30, 1024: 20}
 
 if __name__ == "__main__":
     main()

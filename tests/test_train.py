@@ -1,5 +1,6 @@
 """Tests for train.py: the official schedule at its boundaries, a tiny end-to-end run, exact resume,
 two-process data parallelism (gloo), the non-finite guard, SIGINT, and input errors."""
+import copy
 import errno
 import json
 import math
@@ -16,6 +17,7 @@ import time
 import pytest
 import torch
 
+import kernels
 import stylegan as sg
 import train
 
@@ -57,6 +59,26 @@ def test_schedule_batch_and_lr_tables():
     assert [s(0, r, r).lr for r in (64, 128, 256, 512, 1024)] == [0.001, 0.0015, 0.002, 0.003, 0.003]
     assert s(0, 64, 4).res == 4 and s(0, 1024, batch=7, lr=0.01).batch == 7
     assert s(123, 256, phase_kimg=0).res == 256  # no growing: straight to the final resolution
+
+
+def test_more_than_8_processes_keep_4_images_each():
+    """The 8-GPU table gives 32 at 64x64 and up: 2 per process with 16 processes, which would halve
+    the minibatch stddev group. The total is raised to 4 per process instead; an explicit --batch
+    that leaves fewer is refused before the run starts."""
+    s = train.schedule
+    assert [s(8_400_000, 1024, num_gpus=n).batch for n in (1, 2, 4, 8, 16, 32)] == [4, 8, 16, 32, 64, 128]
+    assert s(0, 8, num_gpus=16).batch == 256 and s(0, 64, 64, num_gpus=16).batch == 64
+    args = train.get_args(["--data", "builtin", "--res", "8", "--batch", "8", "--gpus", "4"])
+    with pytest.raises(SystemExit, match="2 image.s. to each of 4 processes"):
+        train.prepare(args)
+
+
+def test_wgan_gp_caps_the_learning_rate_as_the_official_progan_run():
+    def lr(*flags):  # at 0 images with --start-res R: R's learning rate
+        return [train.phase_at(0, train.get_args(["--cfg", "paper", "--start-res", str(r), *flags]), 1, r).lr
+                for r in (64, 128, 256, 512, 1024)]
+    assert lr("--loss", "wgan-gp") == [0.001, 0.0015, 0.002, 0.002, 0.002]
+    assert lr() == [0.001, 0.0015, 0.002, 0.003, 0.003]  # R1: the StyleGAN table
 
 
 def test_r1_is_taken_at_full_resolution_as_official():
@@ -550,3 +572,131 @@ def test_paper_config_trains(tmp_path, name):
     assert G(torch.randn(2, 16), res=8).shape == (2, 3, 8, 8)
     with pytest.raises(SystemExit, match="no styles to mix"):
         train.main(TINY + ["--config", "table1-b", "--mixing", "0.5", "--out", str(tmp_path / "x")])
+
+
+# ----------------------------------------------------------------------------------------------
+# Mixed precision
+
+def penalty_at(D, reals, amp, r1_precision):
+    args = train.get_args(["--amp", amp, "--r1-precision", r1_precision])
+    args.device = torch.device("cpu")
+    return train.r1_penalty(D, reals, 1.0, args)[1].detach()
+
+
+@pytest.mark.parametrize("res", [8, 16, 32, 64, 128, 256, 512, 1024])
+def test_r1_under_the_default_autocast_is_within_1_percent_of_fp32(res, monkeypatch):
+    """The full-size D (official 1024 config) on built-in faces at each resolution: the R1 penalty
+    of the default pass (--r1-precision fp32 under bf16 autocast) within 1% of fp32 for every image,
+    while the same pass under bf16 autocast (--r1-precision amp) is off by 1.4-6.7% (README,
+    "Mixed precision"): the test can tell the two apart. 1024: about 30 s on 2 CPU cores."""
+    import data
+    monkeypatch.setattr(kernels, "IMPL", "ref")
+    torch.manual_seed(0)
+    D = sg.Discriminator(sg.StyleGANConfig())
+    source = data.BuiltinSource()
+    reals = torch.stack([torch.from_numpy(source._image(i, res)) for i in range(2)]).float() / 127.5 - 1
+    fp32 = penalty_at(D, reals, "off", "fp32")
+    default = penalty_at(D, reals, "bf16", train.get_args([]).r1_precision)
+    assert ((default - fp32).abs() / fp32).max() <= 0.01
+    amp = penalty_at(D, reals, "bf16", "amp")
+    print(f"{res}: bf16 autocast off fp32 by {((amp - fp32).abs() / fp32).max():.2%}")
+    assert not torch.equal(amp, fp32)  # autocast did reach the pass that --r1-precision amp asks for
+
+
+def scaled_state(G, D, G_ema):
+    return [G.w_avg.clone(), *[p.clone() for p in G_ema.parameters()], *[p.clone() for p in D.parameters()]]
+
+
+@pytest.mark.parametrize("where", ["D", "G"])
+def test_a_step_fp16_dropped_moves_nothing(where):
+    """An overflow in D's (or G's) gradients: the update is dropped, and neither w_avg nor G_ema
+    moves (nor D, when D's update was the one dropped); train_step says so by returning None."""
+    torch.manual_seed(0)
+    cfg = sg.StyleGANConfig(resolution=8, fmap_base=64, fmap_max=16, z_dim=16, w_dim=16, mapping_fmaps=16)
+    G, D = sg.Generator(cfg), sg.Discriminator(cfg)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    args = train.get_args(["--amp", "fp16"])
+    args.device = torch.device("cpu")
+    scalers = train.make_scalers(args)
+    opt_G, opt_D = train.adam(G, 0.01), train.adam(D, 0.01)
+    phase = train.Phase(8, 1.0, 4, 0.01)
+    step = lambda: train.train_step(G, D, G_ema, opt_G, opt_D, scalers, torch.rand(4, 3, 8, 8) * 2 - 1,  # noqa: E731
+                                    torch.randn(4, 16), torch.randn(4, 16), phase, args)
+    assert step() is not None  # an ordinary step: G_ema moves
+    net = D if where == "D" else G
+    hook = net.mapping.layers[0].weight if where == "G" else net.dense1.weight
+    handle = hook.register_hook(lambda g: g * float("inf"))
+    before = scaled_state(G, D, G_ema)
+    assert step() is None
+    handle.remove()
+    after = scaled_state(G, D, G_ema)
+    n_D = len(list(D.parameters()))
+    for i, (a, b) in enumerate(zip(before, after)):
+        if where == "G" and i >= len(after) - n_D:
+            continue  # D's update of that step stood
+        assert torch.equal(a, b), i
+    assert scalers[1 if where == "D" else 0].get_scale() < train.SCALE_INIT
+
+
+def test_a_dropped_step_does_not_count_its_images(tmp_path, monkeypatch):
+    real_step, calls = train.train_step, []
+
+    def dropping(*a, **k):
+        calls.append(1)
+        return None if len(calls) == 3 else real_step(*a, **k)
+    monkeypatch.setattr(train, "train_step", dropping)
+    ckpt = load(run(tmp_path, "--kimg", "0.064"))
+    assert (ckpt["cur_nimg"], ckpt["step"], ckpt["seen_nimg"]) == (64, 9, 72)
+
+
+def test_fp16_drops_no_step_in_1000(tmp_path):
+    """fp16 autocast with the scaler's start and cap (SCALE_INIT, SCALE_MAX): the first 1,000 steps of a
+    small run (R1 gamma 10) drop none for an overflow. (PyTorch's default start, 65536, dropped 3 of the
+    first 100 steps of this run, with the R1 pass in fp16 or in fp32.)"""
+    ckpt = load(run(tmp_path, "--amp", "fp16", "--start-res", "8", "--batch", "4", "--kimg", "4", "--tick-kimg", "4"))
+    assert ckpt["step"] == 1000 and ckpt["cur_nimg"] == 4000
+
+
+# ----------------------------------------------------------------------------------------------
+# Lazy R1 (--r1-every)
+
+def test_lazy_r1_adam_is_adjusted_as_stylegan2():
+    args = train.get_args(["--r1-every", "16"])
+    D = sg.Discriminator(sg.StyleGANConfig(resolution=8, fmap_base=64, fmap_max=16))
+    group = train.adam(D, 0.002, train.d_ratio(args)).param_groups[0]
+    assert group["lr"] == pytest.approx(0.002 * 16 / 17) and group["betas"] == (0.0, pytest.approx(0.99 ** (16 / 17)))
+    assert train.d_ratio(train.get_args([])) == 1.0  # official StyleGAN: R1 every step, Adam as is
+
+
+def test_lazy_r1_step_is_the_penalty_weighted_by_k(monkeypatch):
+    """R1's own D step: the gradient of K * gamma / 2 * mean penalty, nothing else."""
+    torch.manual_seed(0)
+    D = sg.Discriminator(sg.StyleGANConfig(resolution=8, fmap_base=64, fmap_max=16))
+    args = train.get_args(["--r1-every", "4", "--amp", "off"])
+    args.device = torch.device("cpu")
+    reals = torch.randn(4, 3, 8, 8)
+    _, penalty = train.r1_penalty(D, reals, 1.0, args)
+    want = torch.autograd.grad(penalty.mean() * 4 * args.r1_gamma / 2, list(D.parameters()), allow_unused=True)
+    got = []
+    monkeypatch.setattr(train, "apply_update", lambda scaler, opt: got.extend(p.grad for p in D.parameters()) or True)
+    train.r1_step(D, train.adam(D, 0.001), train.make_scalers(args)[1], reals, train.Phase(8, 1.0, 4, 0.001), args,
+                  lambda params, extra=None: extra)
+    for a, b in zip(got, want):
+        assert (a is None) == (b is None)
+        if b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_lazy_r1_run_regularizes_every_kth_step(tmp_path, monkeypatch):
+    real_r1_step, steps = train.r1_step, []
+
+    def counting(*a, **k):
+        steps.append(1)
+        return real_r1_step(*a, **k)
+    monkeypatch.setattr(train, "r1_step", counting)
+    run_dir = run(tmp_path, "--kimg", "0.064", "--r1-every", "4")  # 8 steps of 8 images
+    assert len(steps) == 2  # steps 0 and 4
+    log = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
+    assert all(math.isfinite(row["penalty"]) and row["penalty"] > 0 for row in log)
+    with pytest.raises(SystemExit, match="lazy regularization is for --loss r1"):
+        run(tmp_path, "--kimg", "0.064", "--r1-every", "4", "--loss", "wgan-gp")
