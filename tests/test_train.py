@@ -700,3 +700,10 @@ def test_lazy_r1_run_regularizes_every_kth_step(tmp_path, monkeypatch):
     assert all(math.isfinite(row["penalty"]) and row["penalty"] > 0 for row in log)
     with pytest.raises(SystemExit, match="lazy regularization is for --loss r1"):
         run(tmp_path, "--kimg", "0.064", "--r1-every", "4", "--loss", "wgan-gp")
+
+
+def test_mbstd_off_trains(tmp_path):
+    """--mbstd-group 0: the official D without minibatch stddev (its 4x4 conv reads nf(1) channels)."""
+    ckpt = load(run(tmp_path, "--kimg", "0.016", "--mbstd-group", "0"))
+    assert ckpt["config"]["mbstd_group_size"] == 0
+    assert ckpt["D"]["conv.weight"].shape[1] == 16  # nf(1) of the tiny network, no stddev channel
