@@ -402,8 +402,10 @@ class SynthesisNetwork(nn.Module):
 # The generator wrapper: mapping, truncation, style mixing, synthesis
 
 def mix_styles(ws1, ws2, cutoff):
-    """Layers [0, cutoff) from ws1, layers [cutoff, num_ws) from ws2."""
-    return torch.cat([ws1[:, :cutoff], ws2[:, cutoff:]], dim=1)
+    """Layers [0, cutoff) from ws1, layers [cutoff, num_ws) from ws2. cutoff: an int, or a tensor
+    on the device (the official tf.where formulation: no host sync)."""
+    layer = torch.arange(ws1.shape[1], device=ws1.device)[None, :, None]
+    return torch.where(layer < cutoff, ws1, ws2)
 
 
 class Generator(nn.Module):
@@ -450,11 +452,15 @@ class Generator(nn.Module):
             raise ValueError("style mixing needs styles; this generator has use_styles=False")
         self.check_z(z)
         num_layers = 2 * int(math.log2(res)) - 2
-        if mixing > 0 and num_layers > 1 and torch.rand(()) < mixing:
-            cutoff = int(torch.randint(1, num_layers, ()))
-            # Both latents in one pass of the mapping network (its weights scaled once); the second
-            # does not move w_avg, as in the official G_style.
-            ws = mix_styles(*self.map(torch.cat([z, torch.randn_like(z)]), tracked=len(z)).chunk(2), cutoff)
+        if mixing > 0 and num_layers > 1:
+            # The official G_style: a second latent always (both in one pass of the mapping network;
+            # the second does not move w_avg), and with probability `mixing` a crossover drawn in
+            # [1, layers in use), else none (num_ws). Drawn on the device: no host sync in a step.
+            ws1, ws2 = self.map(torch.cat([z, torch.randn_like(z)]), tracked=len(z)).chunk(2)
+            dev = z.device
+            cutoff = torch.where(torch.rand((), device=dev) < mixing,
+                                 torch.randint(1, num_layers, (), device=dev), self.cfg.num_ws)
+            ws = mix_styles(ws1, ws2, cutoff)
         else:
             ws = self.map(z)
         ws = self.truncate(ws, psi)  # after mixing, as the official G_style does

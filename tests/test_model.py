@@ -317,9 +317,10 @@ def test_batched_mixing_latents_are_separate_mapping_passes():
     torch.manual_seed(7)
     img = G(z, res=16, mixing=1.0, noise_mode="const")
     torch.manual_seed(7)
-    torch.rand(())  # the mixing draw
+    z2 = torch.randn_like(z)  # the second latent, then the mixing draws
+    assert torch.rand(()) < 1.0
     cutoff = int(torch.randint(1, 6, ()))
-    ws = sg.mix_styles(G.map(z), G.map(torch.randn_like(z)), cutoff)
+    ws = sg.mix_styles(G.map(z), G.map(z2), cutoff)
     torch.testing.assert_close(img, G.synthesis(ws, 16, noise_mode="const"), rtol=1e-12, atol=1e-12)
 
 
