@@ -7,9 +7,9 @@ to the parameter: 26,219,627 trainable generator parameters at 1024x1024.
     logits = Discriminator(cfg)(img, alpha=0.5)                  # [4, 1]
 
 Reading order: config (and the paper's Tables 1, 2, 4 by name: PAPER_CONFIGS), equalized-lr
-primitives, the layer epilogue (AdaIN), mapping network, synthesis network, generator wrapper
-(truncation, style mixing, w_avg), discriminator, checkpoint loading, NVIDIA's pretrained pickles
-(load_official, save_official: no TensorFlow, nothing executed).
+primitives, mapping network, synthesis network (its layer epilogue: AdaIN), generator wrapper
+(truncation, style mixing, w_avg), discriminator, NVIDIA's pretrained pickles (load_official,
+save_official: no TensorFlow, nothing executed), checkpoint loading (train.py's files, or NVIDIA's).
 The per-layer fused operations go through kernels.py (Triton, with PyTorch references).
 """
 import itertools
@@ -535,83 +535,6 @@ class Discriminator(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Checkpoints (written by train.py): the config travels with the weights.
-
-def read_checkpoint(path, device="cpu"):
-    """A train.py checkpoint, or one of NVIDIA's .pkl files (read_official) -> the checkpoint dict:
-    config, state dicts G, D and G_ema (a snapshot holds G_ema only), res, alpha, cur_nimg."""
-    if not os.path.isfile(path):
-        raise ValueError(f"checkpoint not found: {path}")
-    if path.endswith(".pkl"):
-        return read_official(path)
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path} is not a readable torch checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "config" not in ckpt:
-        raise ValueError(f"{path} is not a stylegan train.py checkpoint (no 'config')")
-    return ckpt
-
-
-def config_from_dict(config, source):
-    """A checkpoint's config -> StyleGANConfig, or a one-line ValueError naming what is wrong."""
-    if not isinstance(config, dict):
-        raise ValueError(f"{source} has no config dict; it is not a stylegan train.py checkpoint")
-    unknown = sorted(set(config) - set(StyleGANConfig.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"{source}: its config has unknown key(s) {', '.join(map(str, unknown))}; it was "
-                         f"written by another version of stylegan.py, or edited")
-    try:
-        return StyleGANConfig(**config)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{source}: its config is invalid ({e})") from None
-
-
-def check_weights(net, state, source, key):
-    """A one-line ValueError when the state dict `key` does not fit `net` (where load_state_dict
-    raises a many-line RuntimeError): the config and the weights come from different networks."""
-    if not isinstance(state, dict):
-        raise ValueError(f"{source} has no {key} weights")
-    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    got = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in state.items()}
-    missing, unexpected = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
-    shapes = [f"{k} {got[k]} in the file, {want[k]} for the config" for k in sorted(want.keys() & got.keys())
-              if got[k] != want[k]]
-    wrong = [f"{len(names)} {what}, e.g. {names[0]}" for names, what in
-             ((missing, "missing"), (unexpected, "unexpected"), (shapes, "of another shape")) if names]
-    if wrong:
-        raise ValueError(f"{source}: the {key} weights do not match its config ({'; '.join(wrong)}); the file "
-                         f"was edited or mixes two runs")
-
-
-def check_checkpoint(ckpt, source, keys=("G", "D", "G_ema")):
-    """The config and the networks `keys` of a checkpoint (those present when keys is None) agree,
-    checked on shapes alone: meta tensors take no memory and no time. Returns the config."""
-    cfg = config_from_dict(ckpt.get("config"), source)
-    with torch.device("meta"):
-        nets = {"G": Generator(cfg), "D": Discriminator(cfg)}
-    for key in keys or [k for k in ("G", "D", "G_ema") if k in ckpt]:
-        check_weights(nets[key[0]], ckpt.get(key), source, key)
-    return cfg
-
-
-def load_generator(path, which="G_ema", device="cpu"):
-    """Rebuild a generator from a train.py checkpoint (or an official .pkl) alone. Returns (G, info)
-    where info holds the resolution and alpha the run had reached and the images shown."""
-    ckpt = read_checkpoint(path, device)
-    if which not in ckpt:
-        raise ValueError(f"{path} is not a stylegan train.py checkpoint (no '{which}')")
-    G = Generator(config_from_dict(ckpt["config"], path)).to(device)
-    check_weights(G, ckpt[which], path, which)
-    G.load_state_dict(ckpt[which])
-    G.eval().requires_grad_(False)
-    info = {k: ckpt.get(k) for k in ("res", "alpha", "cur_nimg")}
-    info["res"] = info["res"] or G.cfg.resolution
-    info["alpha"] = 1.0 if info["alpha"] is None else info["alpha"]
-    return G, info
-
-
-# ----------------------------------------------------------------------------------------------
 # NVIDIA's pretrained networks (karras2019stylegan-*.pkl): TensorFlow pickles of a tuple (G, D, Gs)
 # of dnnlib.tflib.network.Network, each pickled as a dict {version, name, static_kwargs, components,
 # build_module_src, build_func_name, variables}: (local name, float32 array) pairs, and the
@@ -870,3 +793,80 @@ def save_official(path, ckpt, build_src=None):
             official_generator("Gs", ckpt["G_ema"], cfg, kwargs, lod, src))
     with open(path, "wb") as f:
         OfficialPickler(f, protocol=4).dump(nets)  # protocol 4: arrays as the official files hold them
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints (written by train.py): the config travels with the weights.
+
+def read_checkpoint(path, device="cpu"):
+    """A train.py checkpoint, or one of NVIDIA's .pkl files (read_official) -> the checkpoint dict:
+    config, state dicts G, D and G_ema (a snapshot holds G_ema only), res, alpha, cur_nimg."""
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint not found: {path}")
+    if path.endswith(".pkl"):
+        return read_official(path)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable torch checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "config" not in ckpt:
+        raise ValueError(f"{path} is not a stylegan train.py checkpoint (no 'config')")
+    return ckpt
+
+
+def config_from_dict(config, source):
+    """A checkpoint's config -> StyleGANConfig, or a one-line ValueError naming what is wrong."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{source} has no config dict; it is not a stylegan train.py checkpoint")
+    unknown = sorted(set(config) - set(StyleGANConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"{source}: its config has unknown key(s) {', '.join(map(str, unknown))}; it was "
+                         f"written by another version of stylegan.py, or edited")
+    try:
+        return StyleGANConfig(**config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: its config is invalid ({e})") from None
+
+
+def check_weights(net, state, source, key):
+    """A one-line ValueError when the state dict `key` does not fit `net` (where load_state_dict
+    raises a many-line RuntimeError): the config and the weights come from different networks."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{source} has no {key} weights")
+    want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    got = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in state.items()}
+    missing, unexpected = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+    shapes = [f"{k} {got[k]} in the file, {want[k]} for the config" for k in sorted(want.keys() & got.keys())
+              if got[k] != want[k]]
+    wrong = [f"{len(names)} {what}, e.g. {names[0]}" for names, what in
+             ((missing, "missing"), (unexpected, "unexpected"), (shapes, "of another shape")) if names]
+    if wrong:
+        raise ValueError(f"{source}: the {key} weights do not match its config ({'; '.join(wrong)}); the file "
+                         f"was edited or mixes two runs")
+
+
+def check_checkpoint(ckpt, source, keys=("G", "D", "G_ema")):
+    """The config and the networks `keys` of a checkpoint (those present when keys is None) agree,
+    checked on shapes alone: meta tensors take no memory and no time. Returns the config."""
+    cfg = config_from_dict(ckpt.get("config"), source)
+    with torch.device("meta"):
+        nets = {"G": Generator(cfg), "D": Discriminator(cfg)}
+    for key in keys or [k for k in ("G", "D", "G_ema") if k in ckpt]:
+        check_weights(nets[key[0]], ckpt.get(key), source, key)
+    return cfg
+
+
+def load_generator(path, which="G_ema", device="cpu"):
+    """Rebuild a generator from a train.py checkpoint (or an official .pkl) alone. Returns (G, info)
+    where info holds the resolution and alpha the run had reached and the images shown."""
+    ckpt = read_checkpoint(path, device)
+    if which not in ckpt:
+        raise ValueError(f"{path} is not a stylegan train.py checkpoint (no '{which}')")
+    G = Generator(config_from_dict(ckpt["config"], path)).to(device)
+    check_weights(G, ckpt[which], path, which)
+    G.load_state_dict(ckpt[which])
+    G.eval().requires_grad_(False)
+    info = {k: ckpt.get(k) for k in ("res", "alpha", "cur_nimg")}
+    info["res"] = info["res"] or G.cfg.resolution
+    info["alpha"] = 1.0 if info["alpha"] is None else info["alpha"]
+    return G, info
