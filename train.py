@@ -936,7 +936,7 @@ def fit(rank, args, run):
                             regularize=s.step % args.r1_every == 0)
         average.check = False
         s.step, s.seen_nimg = s.step + 1, s.seen_nimg + phase.batch
-        if losses is not None:  # fp16 dropped an update: the images do not count
+        if losses is not None:  # (None: fp16 dropped an update, and its images do not count)
             s.cur_nimg += phase.batch
             ticks.stats += torch.cat([losses, torch.ones(1, device=device)])  # + the step count
         run.cur_nimg = s.cur_nimg
