@@ -377,8 +377,7 @@ def train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args,
     beta = 0.5 ** (phase.batch / (args.ema_kimg * 1000))  # official G_smoothing_kimg
     with torch.no_grad():
         torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1 - beta)
-        for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-            b_ema.copy_(b)
+        torch._foreach_copy_(list(G_ema.buffers()), list(G.buffers()))  # w_avg, const noise maps
     taken = penalty is not None
     penalty = penalty.detach() if taken else torch.zeros_like(loss_D)
     return torch.stack([loss_G.detach(), loss_D.detach(), penalty, torch.ones_like(penalty) * taken])
