@@ -278,16 +278,16 @@ def d_loss(G, D, reals, z, phase, args, scale=1.0, r1=True):
     logistic loss alone (lazy R1 adds the penalty in a step of its own, r1_step); penalty is None."""
     with torch.no_grad(), autocast(args):
         fakes = G(z, phase.res, phase.alpha, mixing=args.mixing)
+    if args.loss == "r1" and not r1:
+        with autocast(args):
+            real_logits, fake_logits = D(reals, phase.alpha).float(), D(fakes, phase.alpha).float()
+        return (F.softplus(fake_logits) + F.softplus(-real_logits)).mean(), None
     if args.loss == "r1":
-        if r1:
-            real_logits, penalty = r1_penalty(D, reals, phase.alpha, args, scale)
+        real_logits, penalty = r1_penalty(D, reals, phase.alpha, args, scale)
         with autocast(args):
             fake_logits = D(fakes, phase.alpha).float()
-            real_logits = real_logits if r1 else D(reals, phase.alpha).float()
-        loss = F.softplus(fake_logits) + F.softplus(-real_logits)
-        if not r1:
-            return loss.mean(), None
-        return (loss + penalty[:, None] * (args.r1_gamma / 2)).mean(), penalty.mean()
+        loss = F.softplus(fake_logits) + F.softplus(-real_logits) + penalty[:, None] * (args.r1_gamma / 2)
+        return loss.mean(), penalty.mean()
     penalty = gradient_penalty(D, reals, fakes, phase.alpha, args, scale)
     with autocast(args):
         real_logits, fake_logits = D(reals, phase.alpha).float(), D(fakes, phase.alpha).float()
