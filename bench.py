@@ -26,6 +26,10 @@ Parts, in the order they run:
               8-GPU recipe's per-GPU batch (recipe 8): img/s, sec/kimg, peak memory, FLOPs of one step
               counted by torch.utils.flop_counter (convolutions and matmuls of every forward, backward
               and R1 double backward) and model FLOPs utilisation against the device's peak.
+  graphs      train.py --cuda-graphs against eager steps (CUDA only) at each --train-res, official 1-GPU batch:
+              the same --steps from the same weights and seeds, twice eager and once graphed; img/s of
+              each, and the largest relative difference of any weight from the first eager run, for the
+              graphed run and for the second eager run (the run-to-run floor of nondeterministic kernels).
   loader      data.loader_speed beside each resolution (--data, default the built-in dataset).
   scaling     with --gpus N: recipe 8 data-parallel on N processes (train.py's all-reduce) against 1.
   projection  the official schedule (train.schedule: 8x8 start, 600 kimg phases, 25000 kimg) timed
@@ -77,7 +81,7 @@ import kernels  # noqa: E402
 import stylegan as sg  # noqa: E402
 import train  # noqa: E402
 
-PARTS = ("count", "copy", "matmul", "kernels", "train", "loader", "projection", "profile")
+PARTS = ("count", "copy", "matmul", "kernels", "train", "graphs", "loader", "projection", "profile")
 ON_REQUEST = ("rosinality",)  # parts that --parts must name (they need a file from elsewhere)
 ROSINALITY_URL = "https://github.com/rosinality/style-based-gan-pytorch"
 OFFICIAL = {1: 41 * 86400 + 4 * 3600, 8: 6 * 86400 + 14 * 3600}  # seconds, V100, NVlabs/stylegan README
@@ -436,6 +440,56 @@ def bench_train(args, cfg, device, peak_tflops, loader_rates):
     return rows
 
 
+def graphs_run(cfg, device, amp, res, batch, steps, graphs):
+    """Seconds per step and the final weights of `steps` training steps from make_nets' weights,
+    eager (train.eager_step) or graphed (train.GraphedStep), the same seed for each step."""
+    targs = train.get_args(["--data", "builtin", "--res", str(cfg.resolution)] + ["--cuda-graphs"] * graphs)
+    targs.device, targs.amp = device, amp
+    G, D, G_ema = make_nets(cfg, device)
+    phase = train.Phase(res, 1.0, batch, train.LR.get(res, 0.001))
+    s = train.State(cfg, G, D, G_ema, train.adam(G, phase.lr), train.adam(D, phase.lr), train.make_scalers(targs),
+                    phase_key=(res, False))
+    step = train.GraphedStep() if graphs else train.eager_step
+    torch.manual_seed(0)
+    reals = torch.rand(batch, cfg.num_channels, res, res, device=device) * 2 - 1
+    times = []
+    for i in range(steps):
+        torch.manual_seed(i)
+        z = torch.randn(2, batch, cfg.z_dim, device=device)
+        sync(device)
+        t0 = time.perf_counter()
+        step(s, reals, z[0], z[1], phase, targs, None, True)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    warm = train.GraphedStep.WARMUP + 1  # not timed: the graphed run's eager warm-up and its capture
+    return statistics.median(times[warm:]), [t.detach().clone() for t in [*G.parameters(), *D.parameters()]]
+
+
+def bench_graphs(args, cfg, device):
+    if device.type != "cuda":
+        print("\ngraphs: skipped (CUDA graphs need a CUDA GPU)")
+        return dict(rows=[], note="skipped: CUDA graphs need a CUDA GPU")
+    steps = max(args.steps, 2 * train.GraphedStep.WARMUP + 3)
+    print(f"\nCUDA graphs (train.py --cuda-graphs) against eager steps, amp {args.amp}: {steps} steps each from the "
+          f"same weights and seeds; weight difference: the largest over weight tensors of max|w - w_eager| / max|w_eager|")
+    print(f"{'res':>5s} {'batch':>5s} | {'eager img/s':>11s} {'graphs img/s':>12s} {'x':>6s} | "
+          f"{'graphs diff':>11s} {'eager rerun diff':>16s}")
+    rows, progress = [], Progress("graphs", len(args.train_res))
+    for res in args.train_res:
+        batch = recipe_batch(1, res, args.smoke)
+        (sec_e, w_e), (_, w_e2), (sec_g, w_g) = (graphs_run(cfg, device, args.amp, res, batch, steps, g)
+                                                      for g in (False, False, True))
+        diff = [max(((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() for a, b in zip(w, w_e))
+                for w in (w_g, w_e2)]
+        rows.append(dict(res=res, batch=batch, eager_img_s=batch / sec_e, graphs_img_s=batch / sec_g,
+                         speedup=sec_e / sec_g, graphs_diff=diff[0], eager_rerun_diff=diff[1]))
+        r = rows[-1]
+        print(f"{res:5d} {batch:5d} | {r['eager_img_s']:11.1f} {r['graphs_img_s']:12.1f} {r['speedup']:6.2f} | "
+              f"{diff[0]:11.2e} {diff[1]:16.2e}  {progress.step()}")
+        torch.cuda.empty_cache()
+    return dict(rows=rows)
+
+
 def bench_loader(args, res_list, batch_of):
     try:
         dataset = data.open_dataset(args.data)
@@ -597,7 +651,10 @@ def touched_bytes(t):
 def bytes_of(func, args, ins, out):
     """Bytes an op moves: each distinct tensor read plus each written (touched_bytes). A convolution
     backward runs one kernel per gradient: dx reads dy and w, dw reads dy and x (w only for its
-    shape), db reads dy."""
+    shape), db reads dy. Fused Adam reads the parameters, gradients and both moments, and writes
+    all but the gradients."""
+    if func is aten._fused_adam_.default:
+        return sum(map(touched_bytes, distinct_tensors(args[:4]) + distinct_tensors((args[0], args[2], args[3]))))
     if func is not aten.convolution_backward.default:
         return sum(map(touched_bytes, ins + distinct_tensors(out)))
     dy, x, w, mask = args[0], args[1], args[2], args[10]
@@ -607,11 +664,14 @@ def bytes_of(func, args, ins, out):
 
 def launches_of(func, args):
     """Kernels one op launches on a GPU: one, but one per gradient a convolution backward computes,
-    and the launches CUDA's multi_tensor_apply packs a _foreach_ op's tensor lists into."""
+    and the launches CUDA's multi_tensor_apply packs a _foreach_ op's (or fused Adam's) tensor lists
+    into (fused Adam's list of step counts is read, not chunked)."""
     if func is aten.convolution_backward.default:
         return max(1, sum(args[10]))  # output_mask: grad input, grad weight, grad bias
-    if func.name().startswith("aten::_foreach_"):
+    if func.name().startswith(("aten::_foreach_", "aten::_fused_adam")):
         lists = [a for a in args if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor)]
+        if func.name().startswith("aten::_fused_adam"):
+            lists = [a for a in lists if a[0].dim() > 0]
         blocks = sum(-(-t.numel() // FOREACH_CHUNK) for t in lists[0])
         per_launch = FOREACH_TENSORS[min(len(lists), len(FOREACH_TENSORS)) - 1]
         return max(1, -(-len(lists[0]) // per_launch), -(-blocks // FOREACH_BLOCKS))
@@ -754,8 +814,6 @@ def count_iteration(cfg, res, batch, impl, amp, r1_every, r1_precision, regulari
         targs.device, targs.amp, targs.r1_every, targs.r1_precision = torch.device("cpu"), amp, r1_every, r1_precision
         phase = train.Phase(res, 1.0, batch, train.LR.get(res, 0.001))
         opt_G, opt_D = train.adam(G, phase.lr), train.adam(D, phase.lr, train.d_ratio(targs))
-        for group in opt_G.param_groups + opt_D.param_groups:
-            group["foreach"] = True  # Adam's choice for CUDA tensors (a FakeTensor's type hides it)
         scalers = train.make_scalers(targs)
         reals = torch.rand(batch, cfg.num_channels, res, res) * 2 - 1
         for _ in range(2):
@@ -1040,6 +1098,8 @@ def main(argv=None):
                                         else 2048, args.rep_ms))
         if "kernels" in args.parts:
             done("kernels", bench_kernels(args, cfg, device, dtype, result["copy"]["gb_s"]))
+        if "graphs" in args.parts:
+            done("graphs", bench_graphs(args, cfg, device))
         rates = {}
         if "loader" in args.parts:
             rates = bench_loader(args, args.train_res, lambda r: recipe_batch(1, r, args.smoke))

@@ -16,6 +16,7 @@ the run starts; 128 + N after signal N (130 Ctrl-C, 143 SIGTERM), once its check
 import argparse
 import contextlib
 import copy
+import functools
 import io
 import json
 import math
@@ -109,6 +110,8 @@ def arg_parser():
     a("--seed", type=int, default=0, help="seed for the weights, latents, noise and data order")
     a("--impl", choices=["auto", "triton", "ref"], default="auto", help="fused kernels (kernels.py) or "
       "the plain PyTorch references")
+    a("--cuda-graphs", action="store_true", help="replay each stable phase's training step as CUDA graphs "
+      "(one GPU, --amp bf16 or off). Off by default until a GPU run has measured it (README)")
     a("--tick-kimg", type=float, default=None, help="kimg between progress lines and sample grids "
       "(default: official, 160 at 4x4 down to 20 at 1024)")
     a("--snap-kimg", type=float, default=None, help="kimg between checkpoints (default: 10 ticks)")
@@ -213,8 +216,9 @@ def phase_at(nimg, args, world, final_res):
 # Losses: non-saturating logistic with R1 (StyleGAN), or WGAN-GP with ProGAN's drift term
 
 def autocast(args):
+    """Autocast's cache of cast weights must be off inside a CUDA graph capture (PyTorch's rule)."""
     return torch.autocast(args.device.type, dtype=torch.float16 if args.amp == "fp16" else torch.bfloat16,
-                          enabled=args.amp in ("bf16", "fp16"))
+                          enabled=args.amp in ("bf16", "fp16"), cache_enabled=not args.cuda_graphs)
 
 
 @contextlib.contextmanager
@@ -384,10 +388,18 @@ def train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args,
     return torch.stack([loss_G.detach(), loss_D.detach(), penalty, torch.ones_like(penalty) * taken])
 
 
+def eager_step(s, reals, z_D, z_G, phase, args, average, regularize):
+    """train_step on a State (GraphedStep's signature)."""
+    return train_step(s.G, s.D, s.G_ema, s.opt_G, s.opt_D, s.scalers, reals, z_D, z_G, phase, args, average,
+                      regularize)
+
+
 def adam(module, lr, ratio=1.0):
     """The official Adam (0, 0.99, 1e-8). ratio: StyleGAN2's lazy-regularization adjustment of D's,
-    c = K / (K + 1) for R1 every K steps: lr * c, betas ** c (d_ratio)."""
-    return torch.optim.Adam(module.parameters(), lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
+    c = K / (K + 1) for R1 every K steps: lr * c, betas ** c (d_ratio). PyTorch's fused Adam (CPU and
+    CUDA): a few launches per step instead of ~50 foreach ones, and its step counts live on the
+    device, which a CUDA graph can capture (--cuda-graphs)."""
+    return torch.optim.Adam(module.parameters(), lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8, fused=True)
 
 
 def d_ratio(args):
@@ -400,6 +412,61 @@ def fade_reals(reals, alpha):
     if alpha >= 1:
         return reals
     return torch.lerp(F.interpolate(F.avg_pool2d(reals, 2), scale_factor=2), reals, alpha)
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA graphs (--cuda-graphs): a step's ~1,200 launches (bench.py --parts count) replayed as one
+
+class GraphedStep:
+    """train_step, captured as a CUDA graph once per stable phase and then replayed. Within a stable
+    phase the shapes, the learning rate and the EMA's beta are fixed; a fading phase changes alpha
+    every step, so it runs eagerly. Each call copies its reals and latents into the graph's static
+    inputs; the noise and the style mixing are drawn inside the step from the CUDA generator, which
+    a replay advances as eager calls do (and next_batch reseeds it each step). Lazy R1 gives two
+    graphs, with and without the penalty. Before each capture the step runs WARMUP times eagerly
+    on a side stream (PyTorch's recipe: cuDNN and Triton pick their kernels, Adam makes its state).
+    Needs no fp16 loss scaling (it reads the scale on the host) and one
+    process (the gradient all-reduce is not captured): prepare() refuses the rest."""
+
+    WARMUP = 3
+
+    def __init__(self):
+        self.key, self.graphs, self.warm = None, {}, {}
+
+    def __call__(self, s, reals, z_D, z_G, phase, args, average, regularize):
+        step = functools.partial(eager_step, s, phase=phase, args=args, average=average, regularize=regularize)
+        if phase.alpha < 1:
+            return step(reals, z_D, z_G)
+        if s.phase_key != self.key:  # a new phase: new optimizers, new shapes
+            self.key, self.graphs, self.warm = s.phase_key, {}, {}
+        if regularize not in self.graphs:
+            self.warm[regularize] = self.warm.get(regularize, 0) + 1
+            if self.warm[regularize] <= self.WARMUP:
+                return self.eager(step, reals, z_D, z_G)
+            self.graphs[regularize] = self.capture(step, reals, z_D, z_G)
+        graph, inputs, out = self.graphs[regularize]
+        for static, x in zip(inputs, (reals, z_D, z_G)):
+            static.copy_(x)
+        graph.replay()
+        return out.clone()
+
+    @staticmethod
+    def eager(step, *inputs):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = step(*inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+    @staticmethod
+    def capture(step, *inputs):
+        """(graph, static inputs, static output). Capturing records the step without running it."""
+        inputs = [x.clone() for x in inputs]
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = step(*inputs)
+        return graph, inputs, out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -930,13 +997,13 @@ def fit(rank, args, run):
     signal.signal(signal.SIGTERM, run.on_signal)
     average, ticks = GradAverage(world, device), Ticks(s.cur_nimg, device, args.seed, s.cfg.z_dim)
     total_nimg, done, stopped = int(args.kimg * 1000), False, False
+    step = GraphedStep() if args.cuda_graphs else eager_step
     while not done:
         phase = phase_at(s.cur_nimg, args, world, s.cfg.resolution)
         begin_phase(s, phase, args, run, world, rank, average)
         z_D, z_G, reals = next_batch(s, phase, args, run, rank, world, device)
         average.stops = torch.zeros(1, device=device) + float(run.signum > 0)  # no copy to the device, no sync
-        losses = train_step(s.G, s.D, s.G_ema, s.opt_G, s.opt_D, s.scalers, reals, z_D, z_G, phase, args, average,
-                            regularize=s.step % args.r1_every == 0)
+        losses = step(s, reals, z_D, z_G, phase, args, average, s.step % args.r1_every == 0)
         average.check = False
         s.step, s.seen_nimg = s.step + 1, s.seen_nimg + phase.batch
         if losses is not None:  # (None: fp16 dropped an update, and its images do not count)
@@ -1076,6 +1143,18 @@ def run_folder(args):
                f"can write to")
 
 
+def check_cuda_graphs(args, world):
+    if not torch.cuda.is_available():
+        raise SystemExit("--cuda-graphs needs a CUDA GPU; this machine has none")
+    if world > 1:
+        raise SystemExit(f"--cuda-graphs runs on one process for now (the gradient all-reduce is not "
+                         f"captured); drop it or use --gpus 1 (this run: {world} processes)")
+    old = args.amp == "auto" and torch.cuda.get_device_capability()[0] < 8  # auto means fp16 there
+    if args.amp == "fp16" or old:
+        raise SystemExit("--cuda-graphs cannot replay fp16 loss scaling (the scaler reads the loss scale on "
+                         "the host every step); use --amp bf16 on Ampere or later, or --amp off")
+
+
 def prepare(args):
     find_resume(args)
     if args.data is None:
@@ -1118,6 +1197,8 @@ def prepare(args):
                              f"than the minibatch stddev group (--mbstd-group {args.mbstd_group}); give --batch "
                              f">= {args.mbstd_group * world}, or leave it out (the official table, raised to "
                              f"{MIN_PER_PROCESS} per process)")
+    if args.cuda_graphs:
+        check_cuda_graphs(args, world)
     if args.r1_every > 1 and args.loss != "r1":
         raise SystemExit(f"--r1-every {args.r1_every}: lazy regularization is for --loss r1")
     if args.metrics_kimg and args.metrics_num < world:

@@ -19,6 +19,8 @@ if not torch.cuda.is_available():
 # Tests import the flat project files (stylegan.py, kernels.py, ...) from the repository root.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import train  # noqa: E402
+
 
 @pytest.fixture
 def no_tf32():
@@ -31,3 +33,27 @@ def no_tf32():
         yield
     finally:
         matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
+class ReplayedOnCPU(train.GraphedStep):
+    """GraphedStep with a CPU stand-in for the CUDA graph, with a CUDA graph's semantics: capturing
+    records the step on static tensors without running it, and each replay runs it on them and
+    writes the static output. So the bookkeeping (warm-up, static inputs, one graph per stable phase
+    and R1 variant, fades eager) can be compared with plain eager steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.captured, self.replays = [], 0
+
+    @staticmethod
+    def eager(step, *inputs):
+        return step(*inputs)
+
+    def capture(self, step, *inputs):
+        inputs, out = [x.clone() for x in inputs], torch.full((4,), float("nan"))
+        self.captured.append(self.key)
+
+        def replay():
+            self.replays += 1
+            out.copy_(step(*inputs))
+        return type("Graph", (), dict(replay=staticmethod(replay)))(), inputs, out

@@ -20,6 +20,7 @@ import torch
 import kernels
 import stylegan as sg
 import train
+from conftest import ReplayedOnCPU
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--data", "builtin", "--res", "8", "--start-res", "4", "--phase-kimg", "0.016",
@@ -707,3 +708,52 @@ def test_mbstd_off_trains(tmp_path):
     ckpt = load(run(tmp_path, "--kimg", "0.016", "--mbstd-group", "0"))
     assert ckpt["config"]["mbstd_group_size"] == 0
     assert ckpt["D"]["conv.weight"].shape[1] == 16  # nf(1) of the tiny network, no stddev channel
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA graphs (--cuda-graphs): what a CPU can check
+
+def test_graphed_steps_are_the_eager_steps():
+    """Three phases (4x4 stable, 8x8 fading, 8x8 stable), lazy R1 every 2nd step: every step's losses
+    and, at the end, every weight and Adam moment equal eager training's bit for bit; each stable
+    phase captured its two graphs (with and without R1) after WARMUP eager calls each, the fade none."""
+    cfg = sg.StyleGANConfig(resolution=8, fmap_base=64, fmap_max=16, z_dim=16, w_dim=16, mapping_fmaps=16)
+    args = train.get_args(["--amp", "off", "--r1-every", "2"])
+    args.device = torch.device("cpu")
+
+    def fresh():
+        torch.manual_seed(0)
+        G, D = sg.Generator(cfg), sg.Discriminator(cfg)
+        return train.State(cfg, G, D, copy.deepcopy(G).eval().requires_grad_(False), None, None,
+                           train.make_scalers(args))
+    plain, graphed, runner = fresh(), fresh(), ReplayedOnCPU()
+    phases = [train.Phase(4, 1.0, 4, 0.01)] * 10 + [train.Phase(8, a, 4, 0.01) for a in (0.2, 0.5, 0.8)] \
+        + [train.Phase(8, 1.0, 4, 0.01)] * 10
+    for i, phase in enumerate(phases):
+        for s in (plain, graphed):
+            if s.phase_key != (phase.res, phase.alpha < 1):  # as begin_phase: fresh Adam
+                s.opt_G, s.opt_D = train.adam(s.G, phase.lr), train.adam(s.D, phase.lr, train.d_ratio(args))
+                s.phase_key = (phase.res, phase.alpha < 1)
+        torch.manual_seed(i)
+        z_D, z_G, reals = torch.randn(4, 16), torch.randn(4, 16), torch.rand(4, 3, phase.res, phase.res) * 2 - 1
+        losses = []
+        for s, step in ((plain, train.eager_step), (graphed, runner)):
+            torch.manual_seed(1000 + i)  # the step's own draws: noise and style mixing
+            losses.append(step(s, reals, z_D, z_G, phase, args, None, i % 2 == 0))
+        assert torch.equal(*losses), i
+    assert runner.captured == [(4, False)] * 2 + [(8, False)] * 2
+    assert runner.replays == 2 * (10 - 2 * train.GraphedStep.WARMUP)
+    for a, b in zip([*plain.G.state_dict().values(), *plain.D.state_dict().values(), *plain.G_ema.state_dict().values()],
+                    [*graphed.G.state_dict().values(), *graphed.D.state_dict().values(), *graphed.G_ema.state_dict().values()]):
+        assert torch.equal(a, b)
+    for a, b in ((plain.opt_D, graphed.opt_D), (plain.opt_G, graphed.opt_G)):
+        for sa, sb in zip(a.state.values(), b.state.values()):
+            assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+
+
+def test_cuda_graphs_are_refused_where_they_cannot_run(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit, match="--cuda-graphs needs a CUDA GPU"):
+        run(tmp_path, "--kimg", "0.016", "--cuda-graphs")
+    assert not train.get_args([]).cuda_graphs  # off by default until a GPU run has measured it
