@@ -783,6 +783,7 @@ def fake_gpu(counter, impl):
             setattr(kernels, n, RecordedKernel(n, counter))
         kernels.INTERPRET, kernels.IMPL = True, impl  # lets the Triton path take CPU tensors
         kernels.blur_filter.cache_clear()  # the filter is cached per device: a real one must not meet fakes
+        kernels._mask_values.cache_clear()  # (and so are the leaky ReLU's mask values)
         with FakeTensorMode():
             yield
     finally:
@@ -790,6 +791,7 @@ def fake_gpu(counter, impl):
             setattr(kernels, n, kernel)
         kernels.INTERPRET, kernels.IMPL = saved[1:]
         kernels.blur_filter.cache_clear()  # nor a fake one outlive the count
+        kernels._mask_values.cache_clear()
 
 
 def count_step(cfg, res, batch, impl="auto", amp="bf16", r1_every=1, r1_precision="fp32"):

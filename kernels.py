@@ -2,6 +2,7 @@
 
     noise_adain(x, noise, noise_weight, bias, scale, shift)   the synthesis layer epilogue
     bias_lrelu(x, bias)                                       mapping network and discriminator
+    bias_lrelu_blur(x, bias)                                  discriminator: bias_lrelu, then blur2d
     blur2d(x), conv2d(x, w)                                   resampling filter and convolutions
     scale_weights(tensors, scales)                            equalized-lr weights (x scale, autocast dtype)
 
@@ -92,6 +93,11 @@ def blur2d_ref(x):
     """[1, 2, 1] x [1, 2, 1] / 16 depthwise low-pass, zero 'same' padding (official blur2d)."""
     C = x.shape[1]
     return F.conv2d(x, blur_filter(x.device, x.dtype).expand(C, 1, 3, 3), padding=1, groups=C)
+
+
+def bias_lrelu_blur_ref(x, bias, slope=0.2, gain=1.0):
+    """blur2d_ref(bias_lrelu_ref(x, bias)): a discriminator block's first layer before it downsamples."""
+    return blur2d_ref(bias_lrelu_ref(x, bias, slope, gain))
 
 
 def conv2d_ref(x, w, stride=1, padding=0, transposed=False):
@@ -401,6 +407,55 @@ if HAS_TRITON:
                 tl.store(PDB + rb.to(tl.int64) * L + l, tl.sum(dx, axis=0), mask=l < L)
 
 
+    # ------------------------------------------------------------------------------------------
+    # Triton kernel: the discriminator's bias + leaky ReLU + blur in one pass, and its gradients
+    #
+    # With m = gain * (1 if x + b > 0 else slope) and B the [1,2,1] blur (zero padding; symmetric, so
+    # its own adjoint), the forward is y = B(m * (x + b)) and its gradient dx = m * B(dy): both are
+    # "blur after the mask" (B(m * v)) or "blur before it" (m * B(g)), each the other's adjoint, so
+    # the gradients of any order are these two again (R1's double backward included), the mask's
+    # derivative being zero almost everywhere. One program reads its tile's 3x3 neighbourhoods
+    # straight from memory (NCHW rows, one channel's plane per row), so y is written once instead
+    # of bias_lrelu writing it and the blur reading it back.
+    @triton.jit
+    def _lrelu_blur_kernel(
+        X, B, V, OUT,  # [R, H * W] NCHW rows: conv output x, bias [C], values v (as x), result
+        M,             # [2] (gain * slope, gain) in the compute dtype: exact in fp64 as well
+        PDB,           # when SUM_BIAS: partial sums of OUT per row and tile, [R, n_lblocks], M's dtype
+        R, H, W, C, n_lblocks,
+        BLUR_FIRST: tl.constexpr, FORWARD: tl.constexpr, SUM_BIAS: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+    ):
+        """BLUR_FIRST: OUT = m * B(V). Else OUT = B(m * V), with V = x + b itself when FORWARD."""
+        lo, hi = tl.load(M), tl.load(M + 1)
+        pid = tl.program_id(0)
+        rb, lb = pid // n_lblocks, pid % n_lblocks
+        r = rb * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
+        l = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # [BLOCK_L]
+        h, w = l // W, l % W
+        mask = (r < R)[:, None] & (l < H * W)[None, :]
+        row = r.to(tl.int64)[:, None] * (H * W)
+        b = tl.load(B + r % C, mask=r < R, other=0.0).to(lo.dtype)[:, None]
+        acc = tl.zeros([BLOCK_R, BLOCK_L], dtype=lo.dtype)
+        for i in tl.static_range(9):  # the 3x3 taps, (2 - dh^2)(2 - dw^2) / 16: 1, 2 or 4 sixteenths
+            dh, dw = i // 3 - 1, i % 3 - 1
+            ok = mask & ((h + dh >= 0) & (h + dh < H) & (w + dw >= 0) & (w + dw < W))[None, :]
+            q = row + (l + dh * W + dw)[None, :]
+            if BLUR_FIRST:
+                t = tl.load(V + q, mask=ok, other=0.0).to(lo.dtype)
+            else:
+                u = tl.load(X + q, mask=ok, other=0.0).to(lo.dtype) + b
+                v = u if FORWARD else tl.load(V + q, mask=ok, other=0.0).to(lo.dtype)
+                t = tl.where(ok, tl.where(u > 0, hi, lo) * v, 0.0)  # zero padding: nothing outside
+            acc += t * ((2 - dh * dh) * (2 - dw * dw) / 16.0)
+        if BLUR_FIRST:
+            u = tl.load(X + row + l[None, :], mask=mask, other=0.0).to(lo.dtype) + b
+            acc = tl.where(u > 0, hi, lo) * acc
+        tl.store(OUT + row + l[None, :], acc.to(OUT.dtype.element_ty), mask=mask)
+        if SUM_BIAS:
+            tl.store(PDB + r.to(tl.int64) * n_lblocks + lb, tl.sum(tl.where(mask, acc, 0.0), axis=1), mask=r < R)
+
+
 # ----------------------------------------------------------------------------------------------
 # Launchers (shapes, layouts, tile plans)
 
@@ -576,6 +631,32 @@ def _lrelu_grad(g, y, slope, gain, sum_bias=False):
     return dx, _sum_partials(pdb, None, N, C, n_chunks)[0]
 
 
+@functools.lru_cache(maxsize=None)
+def _mask_values(slope, gain, device, dtype):  # cached: no copy to the device per call (nor in a CUDA graph)
+    return torch.tensor([gain * slope, gain], dtype=dtype).to(device)
+
+
+def _lrelu_blur(x, bias, v, slope, gain, blur_first, sum_bias=False):
+    """_lrelu_blur_kernel over NCHW-contiguous x [N, C, H, W]: B(m * (x + b)) when v is None (the
+    forward), m * B(v) when blur_first, else B(m * v); and with sum_bias the per-channel sums of the
+    result (the bias gradient; fp32, or fp64 for fp64) or None."""
+    ref = (x if v is None else v).contiguous()
+    out, acc = torch.empty_like(ref), torch.promote_types(ref.dtype, torch.float32)
+    N, C, H, W = x.shape
+    R, L = N * C, H * W
+    BLOCK_L = min(triton.next_power_of_2(L), ELEMWISE_TILE)
+    BLOCK_R = min(triton.next_power_of_2(R), max(1, ELEMWISE_TILE // BLOCK_L))
+    n_lblocks = triton.cdiv(L, BLOCK_L)
+    pdb = torch.empty((R, n_lblocks), device=x.device, dtype=acc) if sum_bias else out  # else a placeholder
+    _lrelu_blur_kernel[(triton.cdiv(R, BLOCK_R) * n_lblocks,)](
+        X=x, B=bias, V=ref, OUT=out, M=_mask_values(slope, gain, x.device, acc), PDB=pdb, R=R, H=H, W=W, C=C,
+        n_lblocks=n_lblocks, BLUR_FIRST=blur_first, FORWARD=v is None, SUM_BIAS=sum_bias, BLOCK_R=BLOCK_R,
+        BLOCK_L=BLOCK_L, num_warps=_num_warps(BLOCK_R * BLOCK_L))
+    if not sum_bias:
+        return out, None
+    return out, (pdb.view(C) if N * n_lblocks == 1 else _sum_partials(pdb, None, N, C, n_lblocks)[0])
+
+
 # ----------------------------------------------------------------------------------------------
 # Autograd functions
 
@@ -682,6 +763,76 @@ class _Blur2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         return _Blur2d.apply(dy)
+
+
+class _BiasLReLUBlur(torch.autograd.Function):
+    """y = B(m * (x + b)) (kernels.bias_lrelu_blur); dx = m * B(dy), db = the sum of dx over all but
+    the channel axis (skipped when no bias gradient is wanted, as in R1's first-order pass)."""
+
+    @staticmethod
+    def forward(ctx, x, bias, slope, gain):
+        ctx.save_for_backward(x, bias)
+        ctx.slope, ctx.gain, ctx.bias_dtype = slope, gain, bias.dtype
+        return _lrelu_blur(x, bias, None, slope, gain, blur_first=False)[0]
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, bias = ctx.saved_tensors
+        if not _needs_grad(ctx, 1):
+            return _MaskBlur.apply(dy, x, bias, ctx.slope, ctx.gain), None, None, None
+        dx, dbias = _MaskBlurBias.apply(dy, x, bias, ctx.slope, ctx.gain)
+        return dx, dbias.to(ctx.bias_dtype), None, None
+
+
+class _MaskBlur(torch.autograd.Function):
+    """g -> m * B(g). Linear in g, the mask piecewise constant in x and b: its gradient is the
+    adjoint, gg -> B(m * gg) (_BlurMask), and none for x and b."""
+
+    @staticmethod
+    def forward(ctx, g, x, bias, slope, gain):
+        ctx.save_for_backward(x, bias)
+        ctx.slope, ctx.gain = slope, gain
+        return _lrelu_blur(x, bias, g, slope, gain, blur_first=True)[0]
+
+    @staticmethod
+    def backward(ctx, gg):
+        x, bias = ctx.saved_tensors
+        out = _BlurMask.apply(gg, x, bias, ctx.slope, ctx.gain) if ctx.needs_input_grad[0] else None
+        return out, None, None, None, None
+
+
+class _MaskBlurBias(torch.autograd.Function):
+    """g -> (m * B(g), its per-channel sums) in one pass; adjoint (ggx, ggb) -> B(m * (ggx + ggb[c]))."""
+
+    @staticmethod
+    def forward(ctx, g, x, bias, slope, gain):
+        ctx.save_for_backward(x, bias)
+        ctx.slope, ctx.gain = slope, gain
+        return _lrelu_blur(x, bias, g, slope, gain, blur_first=True, sum_bias=True)
+
+    @staticmethod
+    def backward(ctx, ggx, ggb):
+        x, bias = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        gg = ggx + ggb.to(ggx.dtype).view(1, -1, 1, 1)
+        return _BlurMask.apply(gg, x, bias, ctx.slope, ctx.gain), None, None, None, None
+
+
+class _BlurMask(torch.autograd.Function):
+    """v -> B(m * v), the adjoint of _MaskBlur (and it of this): R1's double backward."""
+
+    @staticmethod
+    def forward(ctx, v, x, bias, slope, gain):
+        ctx.save_for_backward(x, bias)
+        ctx.slope, ctx.gain = slope, gain
+        return _lrelu_blur(x, bias, v, slope, gain, blur_first=False)[0]
+
+    @staticmethod
+    def backward(ctx, gout):
+        x, bias = ctx.saved_tensors
+        out = _MaskBlur.apply(gout, x, bias, ctx.slope, ctx.gain) if ctx.needs_input_grad[0] else None
+        return out, None, None, None, None
 
 
 # Convolutions. For y = conv(x, w) (stride s, padding p; or the transposed convolution), with
@@ -863,6 +1014,22 @@ def blur2d(x, *, impl="auto"):
     if _resolve(impl) == "ref":
         return blur2d_ref(x)
     return _Blur2d.apply(x)
+
+
+def bias_lrelu_blur(x, bias, *, slope=0.2, gain=1.0, impl="auto"):
+    """blur2d(bias_lrelu(x, bias)) for x [N, C, H, W]: the discriminator's conv -> lrelu -> blur
+    before it downsamples. In Triton one pass that writes only the blurred output (the unblurred
+    activation is never stored), with gradients of any order (_BiasLReLUBlur); elsewhere, or for a
+    tensor that is not NCHW-contiguous, the two ops."""
+    if x.ndim != 4 or bias.shape != (x.shape[1],):
+        raise ValueError(f"bias_lrelu_blur: x must be [N, C, H, W] with bias [C], got x {tuple(x.shape)}, "
+                         f"bias {tuple(bias.shape)}")
+    if not (_use_triton(x, impl) and x.is_contiguous()):
+        inner = {} if impl == "auto" else {"impl": impl}
+        return blur2d(bias_lrelu(x, bias, slope=slope, gain=gain, **inner), **inner)
+    if not (gain > 0 and slope >= 0):
+        raise ValueError(f"bias_lrelu_blur (Triton): needs gain > 0 and slope >= 0, got gain={gain}, slope={slope}")
+    return _BiasLReLUBlur.apply(x, bias, float(slope), float(gain))
 
 
 def _autocast(t):

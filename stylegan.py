@@ -495,8 +495,8 @@ class DiscriminatorBlock(nn.Module):
         self.conv1 = EqualConv2d(cfg.nf(stage - 1), cfg.nf(stage - 2), 3, down=True, fused=res >= 128)
 
     def forward(self, x, weights):
-        x = self.conv0(x, weights, act=True)
-        return self.conv1(blur(x), weights, act=True)
+        x = kernels.bias_lrelu_blur(self.conv0.conv(x, weights), self.conv0.bias)  # conv0's lrelu, blurred
+        return self.conv1(x, weights, act=True)
 
 
 class Discriminator(nn.Module):

@@ -464,7 +464,7 @@ class GraphedStep:
         """(graph, static inputs, static output). Capturing records the step without running it."""
         inputs = [x.clone() for x in inputs]
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # the loader's pinning thread goes on
             out = step(*inputs)
         return graph, inputs, out
 

@@ -268,6 +268,72 @@ def test_bias_lrelu_triton_gradgradcheck(shape, channels_last):
     assert torch.autograd.gradgradcheck(fn, (x, bias), **tol)
 
 
+BLUR_CASES = [(2, 3, 5, 7), (1, 2, 1, 1), (3, 2, 64, 48)]  # odd sizes, one pixel, planes over one tile
+
+
+@pytest.mark.parametrize("shape", BLUR_CASES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_bias_lrelu_blur_is_the_two_ops(shape, dtype):
+    """The fused kernel's output, dx and db against blur2d_ref(bias_lrelu_ref(...)) in the same dtype
+    (fp64: to 1e-12; fp32 1e-5, the bias sums cancel; bf16 1e-2, its output rounding), gain sqrt(2) and 1."""
+    torch.manual_seed(3)
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    for gain in (math.sqrt(2), 1.0):
+        x = randn(*shape).to(dtype).requires_grad_(True)
+        bias = randn(shape[1]).to(torch.float64 if dtype == torch.float64 else torch.float32).requires_grad_(True)
+        g = randn(*shape).to(dtype)
+        outs = []
+        for fn in (kernels.bias_lrelu_blur, kernels.bias_lrelu_blur_ref):
+            y = fn(x, bias, gain=gain, **({"impl": "triton"} if fn is kernels.bias_lrelu_blur else {}))
+            outs.append((y, *torch.autograd.grad((y.float() * g.float()).sum(), (x, bias))))
+        for name, got, want in zip(["y", "dx", "db"], *outs):
+            assert_close(got, want, tol, f"{name} {dtype} gain {gain:.3f}")
+
+
+def test_bias_lrelu_blur_second_order():
+    """R1 through conv -> bias_lrelu_blur -> dense (a discriminator block in small): the input
+    gradient and its squared norm's gradient in every parameter, fused in fp64 against the two
+    reference ops in fp64, to 1e-12."""
+    torch.manual_seed(4)
+    x, W1, b1 = randn(3, 2, 6, 5), randn(4, 2, 3, 3) * 0.5, randn(4)
+    W2, b2, v = randn(4 * 6 * 5, 7) * 0.1, randn(7), randn(3, 7)
+    outs = []
+    for fused in (True, False):
+        leaves = [t.double().detach().requires_grad_(True) for t in (x, W1, b1, W2, b2)]
+        xx, w1, bb1, w2, bb2 = leaves
+        conv = F.conv2d(xx, w1, padding=1)
+        h = (kernels.bias_lrelu_blur(conv, bb1, gain=math.sqrt(2), impl="triton") if fused
+             else kernels.bias_lrelu_blur_ref(conv, bb1, gain=math.sqrt(2)))
+        out = kernels.bias_lrelu_ref(h.flatten(1) @ w2, bb2, gain=math.sqrt(2))
+        gx, = torch.autograd.grad((out * v.double()).sum(), xx, create_graph=True)
+        outs.append((gx, *torch.autograd.grad(gx.square().sum(), leaves, allow_unused=True)))
+    for name, got, want in zip(["dD/dx", "dR1/dx", "dR1/dW1", "dR1/db1", "dR1/dW2", "dR1/db2"], *outs):
+        assert_close(got, want, 1e-12, name)
+
+
+def test_bias_lrelu_blur_gradgradcheck():
+    """First and second order gradients of the fused op in x and bias against finite differences
+    (fp64 throughout, so gradcheck's default step and tolerances)."""
+    torch.manual_seed(5)
+    x = away_from_kink(torch.randn(2, 3, 4, 5, device=DEVICE, dtype=torch.float64)).requires_grad_(True)
+    bias = torch.zeros(3, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, b: kernels.bias_lrelu_blur(x, b, gain=math.sqrt(2), impl="triton")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, bias))
+    assert torch.autograd.gradgradcheck(fn, (x, bias))
+
+
+def test_bias_lrelu_blur_falls_back_to_the_two_ops(monkeypatch):
+    """channels_last input, or impl="ref": the two ops, with the same values."""
+    torch.manual_seed(6)
+    x, bias = randn(2, 3, 5, 4), randn(3)
+    want = kernels.bias_lrelu_blur_ref(x, bias)
+    calls = []
+    monkeypatch.setattr(kernels, "_lrelu_blur", lambda *a, **k: calls.append(1))
+    for impl, t in (("triton", x.to(memory_format=torch.channels_last)), ("ref", x)):
+        assert_close(kernels.bias_lrelu_blur(t, bias, impl=impl), want, 1e-6, impl)
+    assert not calls
+
+
 CONV_CASES = [  # stride, padding, transposed, kernel: the convolutions of StyleGAN's G and D
     (1, 1, False, 3), (1, 0, False, 1), (2, 1, False, 4), (2, 1, True, 4), (1, 1, True, 3)]
 
@@ -487,8 +553,8 @@ def build(fn, xdtype, consts, int_ty='i32'):
     sig = {}
     for a in fn.arg_names:
         if a in consts: sig[a] = 'constexpr'
-        elif a in ('X', 'Y', 'DX', 'G'): sig[a] = '*' + xdtype
-        elif a.isupper() and a not in ('N', 'C', 'HW', 'R', 'L'): sig[a] = '*fp32'
+        elif a in ('X', 'Y', 'DX', 'G', 'V', 'OUT'): sig[a] = '*' + xdtype
+        elif a.isupper() and a not in ('N', 'C', 'HW', 'R', 'L', 'H', 'W'): sig[a] = '*fp32'
         elif a in ('slope', 'eps', 'gain'): sig[a] = 'fp32'
         else: sig[a] = int_ty
     tile = 1
@@ -505,6 +571,9 @@ for xd, (bc, bhw), on in itertools.product(('fp32', 'bf16'), ((64, 16), (32, 128
     build(K._bias_lrelu_fwd_kernel, xd, dict(BIAS_PER_ROW=on, BLOCK_R=bc, BLOCK_L=bhw))
     for sum_bias in (False, True):
         build(K._lrelu_grad_kernel, xd, dict(SUM_BIAS=sum_bias, BIAS_PER_ROW=on, BLOCK_R=bc, BLOCK_L=bhw))
+    for blur_first, forward in ((False, True), (True, False), (False, False)):
+        build(K._lrelu_blur_kernel, xd, dict(BLUR_FIRST=blur_first, FORWARD=forward, SUM_BIAS=on and blur_first,
+                                             BLOCK_R=bc, BLOCK_L=bhw))
 build(K._adain_fwd_kernel, 'fp16', dict(HAS_NOISE=False, HAS_STATS=False, BLOCK_C=1, BLOCK_HW=4096), 'i64')
 build(K._lrelu_grad_kernel, 'fp16', dict(SUM_BIAS=True, BIAS_PER_ROW=True, BLOCK_R=1, BLOCK_L=2048), 'i64')
 print('compiled')
