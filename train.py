@@ -397,8 +397,8 @@ def eager_step(s, reals, z_D, z_G, phase, args, average, regularize):
 def adam(module, lr, ratio=1.0):
     """The official Adam (0, 0.99, 1e-8). ratio: StyleGAN2's lazy-regularization adjustment of D's,
     c = K / (K + 1) for R1 every K steps: lr * c, betas ** c (d_ratio). PyTorch's fused Adam (CPU and
-    CUDA): a few launches per step instead of ~50 foreach ones, and its step counts live on the
-    device, which a CUDA graph can capture (--cuda-graphs)."""
+    CUDA): two or three launches per network and step instead of about 16 foreach ones, and its step
+    counts live on the device, which a CUDA graph can capture (--cuda-graphs)."""
     return torch.optim.Adam(module.parameters(), lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8, fused=True)
 
 
@@ -425,8 +425,8 @@ class GraphedStep:
     a replay advances as eager calls do (and next_batch reseeds it each step). Lazy R1 gives two
     graphs, with and without the penalty. Before each capture the step runs WARMUP times eagerly
     on a side stream (PyTorch's recipe: cuDNN and Triton pick their kernels, Adam makes its state).
-    Needs no fp16 loss scaling (it reads the scale on the host) and one
-    process (the gradient all-reduce is not captured): prepare() refuses the rest."""
+    Needs one process (the gradient all-reduce is not captured) and no fp16 loss scaling (it reads
+    the scale on the host): prepare() refuses the rest."""
 
     WARMUP = 3
 
