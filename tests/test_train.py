@@ -527,6 +527,25 @@ def test_presets():
     assert train.get_args(["--cfg", "quick", "--kimg", "5"]).kimg == 5  # an explicit flag wins
 
 
+def test_lr_rampdown_falls_along_a_half_cosine(tmp_path):
+    """--lr-rampdown F: the schedule's learning rate until the last F of the run, then a half cosine
+    to 0; none in the official recipe (--cfg paper). A run logs the ramped rate at every tick."""
+    args = train.get_args(["--kimg", "10", "--lr-rampdown", "0.4"])
+    ramp = [train.lr_ramp(k * 1000, args) for k in (0, 6, 8, 10)]
+    assert ramp[:2] == [1.0, 1.0] and ramp[2] == pytest.approx(0.5) and ramp[3] == pytest.approx(0.0, abs=1e-12)
+    assert train.lr_ramp(9000, train.get_args(["--data", "mine", "--kimg", "10"])) == 1.0  # --cfg paper: none
+    assert train.get_args([]).lr_rampdown == 0.4  # the quick preset's
+    run_dir = run(tmp_path, "--kimg", "0.128", "--lr-rampdown", "0.5", "--tick-kimg", "0.016", "--lr", "0.002")
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl")) if '"lr"' in line]
+    for row in rows:  # each tick logs the rate of its last step, taken at kimg - batch
+        nimg = row["kimg"] * 1000 - 8
+        assert row["lr"] == pytest.approx(0.002 * train.lr_ramp(nimg, train.get_args(TINY + ["--kimg", "0.128",
+                                                                                                   "--lr-rampdown", "0.5"])))
+    assert rows[0]["lr"] == 0.002 and 0 < rows[-1]["lr"] < 0.0002
+    with pytest.raises(SystemExit):
+        train.get_args(["--lr-rampdown", "1.5"])
+
+
 def test_quick_preset_on_a_folder(tmp_path):
     """`--data FOLDER --cfg quick` trains the quick network at 32x32 (or the data's own resolution
     when that is lower) on the user's images."""
