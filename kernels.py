@@ -779,26 +779,29 @@ class _BiasLReLUBlur(torch.autograd.Function):
     def backward(ctx, dy):
         x, bias = ctx.saved_tensors
         if not _needs_grad(ctx, 1):
-            return _MaskBlur.apply(dy, x, bias, ctx.slope, ctx.gain), None, None, None
+            return _MaskedBlur.apply(dy, x, bias, ctx.slope, ctx.gain, True), None, None, None
         dx, dbias = _MaskBlurBias.apply(dy, x, bias, ctx.slope, ctx.gain)
         return dx, dbias.to(ctx.bias_dtype), None, None
 
 
-class _MaskBlur(torch.autograd.Function):
-    """g -> m * B(g). Linear in g, the mask piecewise constant in x and b: its gradient is the
-    adjoint, gg -> B(m * gg) (_BlurMask), and none for x and b."""
+class _MaskedBlur(torch.autograd.Function):
+    """v -> m * B(v) (blur_first) or B(m * v). Both are linear in v and each is the other's adjoint
+    (B is symmetric, m diagonal); the mask is piecewise constant in x and b. So the gradient of
+    either is the other, to any order, and none flows to x or b."""
 
     @staticmethod
-    def forward(ctx, g, x, bias, slope, gain):
+    def forward(ctx, v, x, bias, slope, gain, blur_first):
         ctx.save_for_backward(x, bias)
-        ctx.slope, ctx.gain = slope, gain
-        return _lrelu_blur(x, bias, g, slope, gain, blur_first=True)[0]
+        ctx.slope, ctx.gain, ctx.blur_first = slope, gain, blur_first
+        return _lrelu_blur(x, bias, v, slope, gain, blur_first)[0]
 
     @staticmethod
-    def backward(ctx, gg):
+    def backward(ctx, gout):
         x, bias = ctx.saved_tensors
-        out = _BlurMask.apply(gg, x, bias, ctx.slope, ctx.gain) if ctx.needs_input_grad[0] else None
-        return out, None, None, None, None
+        out = None
+        if ctx.needs_input_grad[0]:
+            out = _MaskedBlur.apply(gout, x, bias, ctx.slope, ctx.gain, not ctx.blur_first)
+        return out, None, None, None, None, None
 
 
 class _MaskBlurBias(torch.autograd.Function):
@@ -816,23 +819,7 @@ class _MaskBlurBias(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
         gg = ggx + ggb.to(ggx.dtype).view(1, -1, 1, 1)
-        return _BlurMask.apply(gg, x, bias, ctx.slope, ctx.gain), None, None, None, None
-
-
-class _BlurMask(torch.autograd.Function):
-    """v -> B(m * v), the adjoint of _MaskBlur (and it of this): R1's double backward."""
-
-    @staticmethod
-    def forward(ctx, v, x, bias, slope, gain):
-        ctx.save_for_backward(x, bias)
-        ctx.slope, ctx.gain = slope, gain
-        return _lrelu_blur(x, bias, v, slope, gain, blur_first=False)[0]
-
-    @staticmethod
-    def backward(ctx, gout):
-        x, bias = ctx.saved_tensors
-        out = _MaskBlur.apply(gout, x, bias, ctx.slope, ctx.gain) if ctx.needs_input_grad[0] else None
-        return out, None, None, None, None
+        return _MaskedBlur.apply(gg, x, bias, ctx.slope, ctx.gain, False), None, None, None, None
 
 
 # Convolutions. For y = conv(x, w) (stride s, padding p; or the transposed convolution), with
