@@ -139,12 +139,23 @@ if HAS_TRITON:
         return n * sn + c.to(tl.int64)[:, None] * sc + hw.to(tl.int64)[None, :] * shw
 
     @triton.jit
-    def _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, x_sn, x_sc, x_shw, nz_sn, nz_shw,
-                     HAS_NOISE: tl.constexpr, BLOCK_HW: tl.constexpr):
+    def _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, HW, W, x_sn, x_sc, x_shw, nz_sn, nz_shw,
+                     HAS_NOISE: tl.constexpr, BLUR: tl.constexpr, BLOCK_HW: tl.constexpr):
         """u = x + noise_weight[c] * noise + bias[c] in fp32 for one tile, the tile's noise row
-        (zeros without noise) and the tile's offsets into x."""
+        (zeros without noise) and the tile's offsets into x. BLUR: x is first blurred, blur2d_ref's
+        [1,2,1] x [1,2,1] / 16 with zero padding, from each position's 3x3 neighbourhood in memory."""
         offs = _adain_offsets(n, c, hw, x_sn, x_sc, x_shw)
-        u = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+        if BLUR:
+            w = hw % W
+            u = tl.zeros(mask.shape, dtype=tl.float32)
+            for i in tl.static_range(9):  # (2 - dh^2)(2 - dw^2) / 16: 1, 2 or 4 sixteenths
+                dh, dw = i // 3 - 1, i % 3 - 1
+                row = hw + dh * W  # the same column dh rows away; inside the plane iff 0 <= row < HW
+                ok = mask & ((row >= 0) & (row < HW) & (w + dw >= 0) & (w + dw < W))[None, :]
+                tap = tl.load(X + _adain_offsets(n, c, row + dw, x_sn, x_sc, x_shw), mask=ok, other=0.0)
+                u += tap.to(tl.float32) * ((2 - dh * dh) * (2 - dw * dw) / 16.0)
+        else:
+            u = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
         nz = tl.zeros([BLOCK_HW], dtype=tl.float32)
         if HAS_NOISE:
             nz = tl.load(NOISE + n * nz_sn + hw.to(tl.int64) * nz_shw, mask=hw_ok, other=0.0)
@@ -161,15 +172,15 @@ if HAS_TRITON:
         NOISE,       # [N, 1, H, W] noise (strides nz_sn, nz_shw), read only when HAS_NOISE
         NW, B,       # [C] noise weight and bias
         CMEAN, CM2,  # [N * C, n_chunks] fp32 out: mean and sum of squared deviations per chunk
-        C, HW, n_cblocks, n_chunks, x_sn, x_sc, x_shw, nz_sn, nz_shw, slope,
-        HAS_NOISE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+        C, HW, W, n_cblocks, n_chunks, x_sn, x_sc, x_shw, nz_sn, nz_shw, slope,
+        HAS_NOISE: tl.constexpr, BLUR: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):
         """First pass for split planes: per-chunk (mean, M2), combined later with Chan et al.'s
         parallel formula, which stays accurate where sum(t^2) - sum(t)^2 / n would cancel."""
         pid = tl.program_id(0)
         n, c, hw, chunk, c_ok, hw_ok, mask = _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C, BLOCK_HW)
-        u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, x_sn, x_sc, x_shw,
-                                   nz_sn, nz_shw, HAS_NOISE, BLOCK_HW)
+        u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, HW, W, x_sn, x_sc, x_shw,
+                                   nz_sn, nz_shw, HAS_NOISE, BLUR, BLOCK_HW)
         t = tl.where(u > 0, u, u * slope)
         count = tl.minimum(HW - chunk * BLOCK_HW, BLOCK_HW).to(tl.float32)
         cmean = tl.sum(tl.where(mask, t, 0.0), axis=1) / count
@@ -217,13 +228,14 @@ if HAS_TRITON:
         NW, B,         # [C] noise weight and bias
         SCALE, SHIFT,  # [N, C] style scale (ys + 1) and shift (yb), contiguous
         MEAN, RSTD,    # [N, C] fp32 plane statistics: read when HAS_STATS (split planes), else written
-        C, HW, n_cblocks, n_chunks, x_sn, x_sc, x_shw, nz_sn, nz_shw, slope, eps,
-        HAS_NOISE: tl.constexpr, HAS_STATS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+        C, HW, W, n_cblocks, n_chunks, x_sn, x_sc, x_shw, nz_sn, nz_shw, slope, eps,
+        HAS_NOISE: tl.constexpr, BLUR: tl.constexpr, HAS_STATS: tl.constexpr, BLOCK_C: tl.constexpr,
+        BLOCK_HW: tl.constexpr,
     ):
         pid = tl.program_id(0)
         n, c, hw, chunk, c_ok, hw_ok, mask = _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C, BLOCK_HW)
-        u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, x_sn, x_sc, x_shw,
-                                   nz_sn, nz_shw, HAS_NOISE, BLOCK_HW)
+        u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, HW, W, x_sn, x_sc, x_shw,
+                                   nz_sn, nz_shw, HAS_NOISE, BLUR, BLOCK_HW)
         t = tl.where(u > 0, u, u * slope)
         nc = n * C + c  # [BLOCK_C] index into the [N, C] arrays
         if HAS_STATS:
@@ -256,13 +268,13 @@ if HAS_TRITON:
     # partial sums that the same kernel reduces over n and chunks.
 
     @triton.jit
-    def _adain_recompute(X, G, NOISE, NW, B, MEAN, RSTD, n, c, hw, c_ok, hw_ok, mask, C, x_sn, x_sc,
+    def _adain_recompute(X, G, NOISE, NW, B, MEAN, RSTD, n, c, hw, c_ok, hw_ok, mask, C, HW, W, x_sn, x_sc,
                          x_shw, g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, HAS_NOISE: tl.constexpr,
-                         BLOCK_HW: tl.constexpr):
+                         BLUR: tl.constexpr, BLOCK_HW: tl.constexpr):
         """The backward's view of a tile: u and xhat recomputed from x and the saved statistics
         (nothing but [N, C] mean and rstd is kept from the forward), and g = dL/dy in fp32."""
-        u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, x_sn, x_sc, x_shw,
-                                   nz_sn, nz_shw, HAS_NOISE, BLOCK_HW)
+        u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, HW, W, x_sn, x_sc, x_shw,
+                                   nz_sn, nz_shw, HAS_NOISE, BLUR, BLOCK_HW)
         t = tl.where(u > 0, u, u * slope)
         nc = n * C + c
         mean = tl.load(MEAN + nc, mask=c_ok, other=0.0)
@@ -278,14 +290,14 @@ if HAS_TRITON:
         NOISE, NW, B,      # as in _adain_fwd_kernel
         MEAN, RSTD,        # [N, C] fp32 statistics saved by the forward
         PDSHIFT, PDSCALE,  # [N * C, n_chunks] fp32 out: per-chunk sums of g and g * xhat
-        C, HW, n_cblocks, n_chunks, x_sn, x_sc, x_shw, g_sn, g_sc, g_shw, nz_sn, nz_shw, slope,
-        HAS_NOISE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+        C, HW, W, n_cblocks, n_chunks, x_sn, x_sc, x_shw, g_sn, g_sc, g_shw, nz_sn, nz_shw, slope,
+        HAS_NOISE: tl.constexpr, BLUR: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):
         pid = tl.program_id(0)
         n, c, hw, chunk, c_ok, hw_ok, mask = _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C, BLOCK_HW)
         u, nz, offs, nc, rstd, xhat, g = _adain_recompute(
-            X, G, NOISE, NW, B, MEAN, RSTD, n, c, hw, c_ok, hw_ok, mask, C, x_sn, x_sc, x_shw,
-            g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, HAS_NOISE, BLOCK_HW)
+            X, G, NOISE, NW, B, MEAN, RSTD, n, c, hw, c_ok, hw_ok, mask, C, HW, W, x_sn, x_sc, x_shw,
+            g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, HAS_NOISE, BLUR, BLOCK_HW)
         out = nc * n_chunks + chunk
         tl.store(PDSHIFT + out, tl.sum(g, axis=1), mask=c_ok)
         tl.store(PDSCALE + out, tl.sum(g * xhat, axis=1), mask=c_ok)
@@ -299,14 +311,15 @@ if HAS_TRITON:
         MEAN, RSTD,        # [N, C] fp32 statistics saved by the forward
         DSHIFT, DSCALE,    # [N, C] fp32 dh and ds: read when HAS_SUMS (split planes), else written
         PDB, PDW,          # [N * C, n_chunks] fp32 out: partial sums of du and du * noise
-        C, HW, n_cblocks, n_chunks, x_sn, x_sc, x_shw, g_sn, g_sc, g_shw, nz_sn, nz_shw, slope,
-        HAS_NOISE: tl.constexpr, HAS_SUMS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+        C, HW, W, n_cblocks, n_chunks, x_sn, x_sc, x_shw, g_sn, g_sc, g_shw, nz_sn, nz_shw, slope,
+        HAS_NOISE: tl.constexpr, BLUR: tl.constexpr, HAS_SUMS: tl.constexpr, BLOCK_C: tl.constexpr,
+        BLOCK_HW: tl.constexpr,
     ):
         pid = tl.program_id(0)
         n, c, hw, chunk, c_ok, hw_ok, mask = _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C, BLOCK_HW)
         u, nz, offs, nc, rstd, xhat, g = _adain_recompute(
-            X, G, NOISE, NW, B, MEAN, RSTD, n, c, hw, c_ok, hw_ok, mask, C, x_sn, x_sc, x_shw,
-            g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, HAS_NOISE, BLOCK_HW)
+            X, G, NOISE, NW, B, MEAN, RSTD, n, c, hw, c_ok, hw_ok, mask, C, HW, W, x_sn, x_sc, x_shw,
+            g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, HAS_NOISE, BLUR, BLOCK_HW)
         if HAS_SUMS:
             dh = tl.load(DSHIFT + nc, mask=c_ok, other=0.0)
             ds = tl.load(DSCALE + nc, mask=c_ok, other=0.0)
@@ -494,7 +507,7 @@ def _adain_plan(C, HW, channels_last):
     return min_c, block_hw, triton.cdiv(HW, block_hw)
 
 
-def _adain_launch_args(x, noise, noise_weight, bias, slope):
+def _adain_launch_args(x, noise, noise_weight, bias, slope, blur):
     """Layout-normalized x, the grid, and the keyword arguments (named as in the kernels' signatures)
     that every adain kernel shares: inputs, plane geometry, strides, tile plan."""
     N, C, H, W = x.shape
@@ -508,9 +521,9 @@ def _adain_launch_args(x, noise, noise_weight, bias, slope):
     BLOCK_C, BLOCK_HW, n_chunks = _adain_plan(C, H * W, channels_last=(x_sc == 1 and x_shw != 1))
     n_cblocks = triton.cdiv(C, BLOCK_C)
     shared = dict(X=x, NOISE=noise, NW=noise_weight, B=bias.contiguous(),
-                  C=C, HW=H * W, n_cblocks=n_cblocks, n_chunks=n_chunks,
+                  C=C, HW=H * W, W=W, n_cblocks=n_cblocks, n_chunks=n_chunks,
                   x_sn=x_sn, x_sc=x_sc, x_shw=x_shw, nz_sn=nz_sn, nz_shw=nz_shw, slope=slope,
-                  HAS_NOISE=has_noise, BLOCK_C=BLOCK_C, BLOCK_HW=BLOCK_HW,
+                  HAS_NOISE=has_noise, BLUR=blur, BLOCK_C=BLOCK_C, BLOCK_HW=BLOCK_HW,
                   num_warps=_num_warps(BLOCK_C * BLOCK_HW))
     return x, (N * n_cblocks * n_chunks,), shared
 
@@ -536,10 +549,10 @@ def _sum_partials(p, q, N, R, n_chunks):
     return p_sum, q_sum
 
 
-def _adain_forward(x, noise, noise_weight, bias, scale, shift, slope, eps):
+def _adain_forward(x, noise, noise_weight, bias, scale, shift, slope, eps, blur=False):
     """Returns y [N, C, H, W] (x's dtype) and the fp32 plane statistics mean, rstd [N, C]."""
     N, C, H, W = x.shape
-    x, grid, shared = _adain_launch_args(x, noise, noise_weight, bias, slope)
+    x, grid, shared = _adain_launch_args(x, noise, noise_weight, bias, slope, blur)
     n_chunks = shared["n_chunks"]
     y = torch.empty_like(x)
     mean = torch.empty((N, C), device=x.device, dtype=torch.float32)
@@ -556,11 +569,11 @@ def _adain_forward(x, noise, noise_weight, bias, scale, shift, slope, eps):
     return y, mean, rstd
 
 
-def _adain_backward(dy, x, noise, noise_weight, bias, scale, mean, rstd, slope):
-    """Returns dx [N, C, H, W] (x's dtype), d noise_weight [C], d bias [C], d scale, d shift [N, C],
-    all but dx in fp32; d noise_weight is None without noise."""
+def _adain_backward(dy, x, noise, noise_weight, bias, scale, mean, rstd, slope, blur=False):
+    """Returns du [N, C, H, W] (x's dtype; dx itself without blur, blur2d(du) with it), d noise_weight
+    [C], d bias [C], d scale, d shift [N, C], all but du in fp32; d noise_weight is None without noise."""
     N, C, H, W = x.shape
-    x, grid, shared = _adain_launch_args(x, noise, noise_weight, bias, slope)
+    x, grid, shared = _adain_launch_args(x, noise, noise_weight, bias, slope, blur)
     dy, (g_sn, g_sc, g_shw) = _plane_strides(dy)  # dy may come in any layout (e.g. expanded by .sum())
     grad = dict(G=dy, g_sn=g_sn, g_sc=g_sc, g_shw=g_shw, MEAN=mean, RSTD=rstd)
     n_chunks, has_noise = shared["n_chunks"], shared["HAS_NOISE"]
@@ -661,27 +674,32 @@ def _lrelu_blur(x, bias, v, slope, gain, blur_first, sum_bias=False):
 # Autograd functions
 
 class _NoiseAdaIN(torch.autograd.Function):
+    """noise_adain; with blur, of blur2d_ref(x): the blur is read in the kernels (x's 3x3
+    neighbourhoods), so the blurred x is never written, and its gradient is blur2d_ref of the
+    gradient the kernels compute for the blurred x (the blur is its own adjoint)."""
+
     @staticmethod
-    def forward(ctx, x, noise, noise_weight, bias, scale, shift, slope, eps):
-        y, mean, rstd = _adain_forward(x, noise, noise_weight, bias, scale, shift, slope, eps)
+    def forward(ctx, x, noise, noise_weight, bias, scale, shift, slope, eps, blur):
+        y, mean, rstd = _adain_forward(x, noise, noise_weight, bias, scale, shift, slope, eps, blur)
         ctx.save_for_backward(x, noise, noise_weight, bias, scale, mean, rstd)
-        ctx.slope, ctx.shift_dtype = slope, shift.dtype
+        ctx.slope, ctx.shift_dtype, ctx.blur = slope, shift.dtype, blur
         return y
 
     @staticmethod
     @once_differentiable  # StyleGAN (v1) never differentiates the generator twice
     def backward(ctx, dy):
         x, noise, noise_weight, bias, scale, mean, rstd = ctx.saved_tensors
-        dx, dnw, dbias, dscale, dshift = _adain_backward(dy, x, noise, noise_weight, bias, scale,
-                                                         mean, rstd, ctx.slope)
+        du, dnw, dbias, dscale, dshift = _adain_backward(dy, x, noise, noise_weight, bias, scale,
+                                                         mean, rstd, ctx.slope, ctx.blur)
         dnoise = None
-        if ctx.needs_input_grad[1]:  # rare (noise is sampled); one extra read of dx
-            dnoise = (dx.float() * noise_weight.float().view(1, -1, 1, 1)).sum(1, keepdim=True)
+        if ctx.needs_input_grad[1]:  # rare (noise is sampled); one extra read of du
+            dnoise = (du.float() * noise_weight.float().view(1, -1, 1, 1)).sum(1, keepdim=True)
             dnoise = dnoise.to(noise.dtype)
         if dnw is not None:
             dnw = dnw.to(noise_weight.dtype)
+        dx = blur2d_ref(du) if ctx.blur else du
         return (dx, dnoise, dnw, dbias.to(bias.dtype), dscale.to(scale.dtype),
-                dshift.to(ctx.shift_dtype), None, None)
+                dshift.to(ctx.shift_dtype), None, None, None)
 
 
 def _needs_grad(ctx, i):
@@ -957,10 +975,11 @@ def _use_triton(x, impl):
     return ok
 
 
-def noise_adain(x, noise, noise_weight, bias, scale, shift, *, slope=0.2, eps=1e-8, impl="auto"):
+def noise_adain(x, noise, noise_weight, bias, scale, shift, *, slope=0.2, eps=1e-8, blur=False, impl="auto"):
     """StyleGAN layer epilogue, see noise_adain_ref. x [N, C, H, W] (fp32/bf16/fp16, NCHW or
     channels_last); noise [N or 1, 1, H, W] or None; noise_weight, bias [C]; scale, shift [N, C].
-    Returns y like x. Statistics in fp32."""
+    Returns y like x. Statistics in fp32. blur: the epilogue of blur2d(x), the generator's upsampling
+    layer (in Triton the blur is read inside the kernels, never written)."""
     if x.ndim != 4:
         raise ValueError(f"noise_adain: x must be [N, C, H, W], got shape {tuple(x.shape)}")
     N, C, H, W = x.shape
@@ -974,12 +993,13 @@ def noise_adain(x, noise, noise_weight, bias, scale, shift, *, slope=0.2, eps=1e
         if p is not None and tuple(p.shape) != shape:
             raise ValueError(f"noise_adain: {name} must be {list(shape)}, got {list(p.shape)}")
     if not _use_triton(x, impl) or x.numel() == 0:
+        x = blur2d(x, **({} if impl == "auto" else {"impl": impl})) if blur else x
         return noise_adain_ref(x, noise, noise_weight, bias, scale, shift, slope, eps)
     if noise is not None:  # a [1, 1, H, W] map (noise_mode="const") broadcasts; autograd sums its grad
         noise = noise.expand(N, 1, H, W)
     else:
         noise_weight = None
-    return _NoiseAdaIN.apply(x, noise, noise_weight, bias, scale, shift, float(slope), float(eps))
+    return _NoiseAdaIN.apply(x, noise, noise_weight, bias, scale, shift, float(slope), float(eps), bool(blur))
 
 
 def bias_lrelu(x, bias, *, slope=0.2, gain=1.0, impl="auto"):

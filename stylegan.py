@@ -268,13 +268,16 @@ class LayerEpilogue(nn.Module):
         self.style = EqualLinear(cfg.w_dim, 2 * channels, gain=1.0) if cfg.use_styles else None  # A
         self.use_pixel_norm, self.use_instance_norm = cfg.use_pixel_norm, cfg.use_instance_norm
 
-    def forward(self, x, noise, scale, shift):
+    def forward(self, x, noise, scale, shift, blur_x=False):
         """x [N, C, H, W]; noise [N or 1, 1, H, W] or None; scale, shift [N, C]: ys + 1 and yb, made
-        for all layers at once by SynthesisNetwork.styles (None without styles)."""
+        for all layers at once by SynthesisNetwork.styles (None without styles). blur_x: the epilogue
+        of blur(x), the upsampling layer's (in the style-based layer, blurred inside its kernel)."""
         if noise is not None:  # a random map is drawn in the convs' dtype: no cast but at the fp32 const 4x4
             noise = noise.to(x.dtype).expand(x.shape[0], -1, -1, -1)
         if scale is not None and self.use_instance_norm and not self.use_pixel_norm:
-            return kernels.noise_adain(x, noise, self.noise_weight, self.bias, scale, shift)
+            return kernels.noise_adain(x, noise, self.noise_weight, self.bias, scale, shift, blur=blur_x)
+        if blur_x:
+            x = blur(x)
         if noise is not None:
             x = x + noise * self.noise_weight.to(x.dtype).view(1, -1, 1, 1)
         x = kernels.bias_lrelu(x, self.bias)
@@ -318,12 +321,12 @@ class SynthesisBlock(nn.Module):
         which only the traditional input reads; noises and styles: this block's two layers';
         weights: the run-time weights (scale_weights)."""
         if self.res > 4:
-            x = blur(self.conv0.conv(x, weights))
+            x = self.conv0.conv(x, weights)  # blurred by epi0 (the official blur after the upsampling conv)
         elif hasattr(self, "const"):
             x = self.const.expand(w.shape[0], -1, -1, -1)
         else:
             x = self.dense(w, weights).view(w.shape[0], -1, 4, 4)  # [N, C * 16] -> [N, C, 4, 4] as TF's
-        x = self.epi0(x, noises[0], *styles[0])
+        x = self.epi0(x, noises[0], *styles[0], blur_x=self.res > 4)
         return self.epi1(self.conv1.conv(x, weights), noises[1], *styles[1])
 
 

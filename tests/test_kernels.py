@@ -71,13 +71,13 @@ def adain_inputs(shape, noise_mode, channels_last, dtype, seed):
     return x, noise, randn(C), randn(C) * 0.5, randn(N, C) + 1, randn(N, C)
 
 
-def adain_run(impl, x, noise, noise_weight, bias, scale, shift, dy, dtype=None):
+def adain_run(impl, x, noise, noise_weight, bias, scale, shift, dy, dtype=None, blur=False):
     """y and the gradients of (x, noise_weight, bias, scale, shift[, noise if it requires grad])
-    for upstream dy, the inputs first cast to dtype (float64 for the truth)."""
+    for upstream dy, the inputs first cast to dtype (float64 for the truth); blur: of blur2d(x)."""
     cast = (lambda t: t) if dtype is None else (lambda t: t.to(dtype))
     leaves = [cast(t).detach().requires_grad_(True) for t in (x, noise_weight, bias, scale, shift)]
     nz = None if noise is None else cast(noise).detach().requires_grad_(noise.requires_grad)
-    y = kernels.noise_adain(leaves[0], nz, *leaves[1:], impl=impl)
+    y = kernels.noise_adain(leaves[0], nz, *leaves[1:], blur=blur, impl=impl)
     inputs = leaves + ([nz] if nz is not None and nz.requires_grad else [])
     grads = torch.autograd.grad(y, inputs, cast(dy), allow_unused=True)
     return y, grads
@@ -111,6 +111,24 @@ def test_noise_adain_fp32(shape, noise_mode, channels_last, split_hw, monkeypatc
     names = ["y", "dx", "dnoise_weight", "dbias", "dscale", "dshift", "dnoise"]
     for name, got, want in zip(names, (y, *grads), (y64, *grads64)):
         assert_close(got, want, 1e-5, name)
+
+
+@pytest.mark.parametrize("shape,noise_mode,channels_last,split_hw", [ADAIN_CASES[i] for i in (0, 2, 3, 4, 5, 6, 7)])
+def test_noise_adain_of_the_blurred_input(shape, noise_mode, channels_last, split_hw, monkeypatch):
+    """blur=True (the generator's upsampling layer): the kernels read blur2d(x) from x's 3x3
+    neighbourhoods; y and every gradient against noise_adain_ref(blur2d_ref(x)) in fp64, on whole and
+    split planes, NCHW and channels_last, one-pixel-high planes."""
+    if split_hw is not None:
+        monkeypatch.setattr(kernels, "SPLIT_HW", split_hw)
+    args = adain_inputs(shape, noise_mode, channels_last, torch.float32, seed=sum(shape) + 1)
+    dy = randn(*shape)
+    y, grads = adain_run("triton", *args, dy, blur=True)
+    y64, grads64 = adain_run("ref", *args, dy, dtype=torch.float64, blur=True)
+    names = ["y", "dx", "dnoise_weight", "dbias", "dscale", "dshift", "dnoise"]
+    for name, got, want in zip(names, (y, *grads), (y64, *grads64)):
+        assert_close(got, want, 1e-5, name)
+    unblurred, _ = adain_run("ref", *args, dy, dtype=torch.float64)
+    assert not torch.allclose(unblurred, y64)  # the blur is there
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -562,8 +580,8 @@ def build(fn, xdtype, consts, int_ty='i32'):
     triton.compile(ASTSource(fn, sig, consts), target=GPUTarget('cuda', 90, 32),
                    options=dict(num_warps=K._num_warps(tile)))
 for xd, (bc, bhw), on in itertools.product(('fp32', 'bf16'), ((64, 16), (32, 128)), (False, True)):
-    meta = dict(HAS_NOISE=True, BLOCK_C=bc, BLOCK_HW=bhw)
-    build(K._adain_fwd_kernel, xd, dict(meta, HAS_STATS=on))
+    meta = dict(HAS_NOISE=True, BLUR=on, BLOCK_C=bc, BLOCK_HW=bhw)
+    build(K._adain_fwd_kernel, xd, dict(meta, HAS_STATS=not on))  # blurred and whole planes, and vice versa
     build(K._adain_bwd_kernel, xd, dict(meta, HAS_SUMS=on))
     build((K._adain_stats_kernel, K._adain_bwd_sums_kernel)[on], xd, meta)
     build(K._adain_combine_stats_kernel, xd, dict(BLOCK_R=bc, BLOCK_K=bhw))
@@ -574,7 +592,8 @@ for xd, (bc, bhw), on in itertools.product(('fp32', 'bf16'), ((64, 16), (32, 128
     for blur_first, forward in ((False, True), (True, False), (False, False)):
         build(K._lrelu_blur_kernel, xd, dict(BLUR_FIRST=blur_first, FORWARD=forward, SUM_BIAS=on and blur_first,
                                              BLOCK_R=bc, BLOCK_L=bhw))
-build(K._adain_fwd_kernel, 'fp16', dict(HAS_NOISE=False, HAS_STATS=False, BLOCK_C=1, BLOCK_HW=4096), 'i64')
+build(K._adain_fwd_kernel, 'fp16', dict(HAS_NOISE=False, BLUR=False, HAS_STATS=False, BLOCK_C=1, BLOCK_HW=4096), 'i64')
+build(K._adain_bwd_kernel, 'fp16', dict(HAS_NOISE=True, BLUR=True, HAS_SUMS=True, BLOCK_C=1, BLOCK_HW=4096), 'i64')
 build(K._lrelu_grad_kernel, 'fp16', dict(SUM_BIAS=True, BIAS_PER_ROW=True, BLOCK_R=1, BLOCK_L=2048), 'i64')
 print('compiled')
 """
