@@ -197,6 +197,7 @@ def test_graphs_part_compares_the_same_steps(monkeypatch, smoke):
             super().__init__()
             made.append(self)
     monkeypatch.setattr(train, "GraphedStep", Recorded)
+    monkeypatch.setattr(kernels, "IMPL", "ref")  # the runs' bookkeeping is the question, not the kernels
     cfg = sg.StyleGANConfig(**bench.SMOKE_CFG)
     runs = [bench.graphs_run(cfg, torch.device("cpu"), "off", 8, 4, 9, g) for g in (False, False, True)]
     assert len(made) == 1 and made[0].replays == 9 - train.GraphedStep.WARMUP

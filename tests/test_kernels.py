@@ -113,7 +113,7 @@ def test_noise_adain_fp32(shape, noise_mode, channels_last, split_hw, monkeypatc
         assert_close(got, want, 1e-5, name)
 
 
-@pytest.mark.parametrize("shape,noise_mode,channels_last,split_hw", [ADAIN_CASES[i] for i in (0, 2, 3, 4, 5, 6, 7)])
+@pytest.mark.parametrize("shape,noise_mode,channels_last,split_hw", [ADAIN_CASES[i] for i in (0, 3, 4, 6, 7)])
 def test_noise_adain_of_the_blurred_input(shape, noise_mode, channels_last, split_hw, monkeypatch):
     """blur=True (the generator's upsampling layer): the kernels read blur2d(x) from x's 3x3
     neighbourhoods; y and every gradient against noise_adain_ref(blur2d_ref(x)) in fp64, on whole and
@@ -333,8 +333,8 @@ def test_bias_lrelu_blur_gradgradcheck():
     """First and second order gradients of the fused op in x and bias against finite differences
     (fp64 throughout, so gradcheck's default step and tolerances)."""
     torch.manual_seed(5)
-    x = away_from_kink(torch.randn(2, 3, 4, 5, device=DEVICE, dtype=torch.float64)).requires_grad_(True)
-    bias = torch.zeros(3, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    x = away_from_kink(torch.randn(1, 2, 3, 4, device=DEVICE, dtype=torch.float64)).requires_grad_(True)
+    bias = torch.zeros(2, device=DEVICE, dtype=torch.float64, requires_grad=True)
     fn = lambda x, b: kernels.bias_lrelu_blur(x, b, gain=math.sqrt(2), impl="triton")  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, bias))
     assert torch.autograd.gradgradcheck(fn, (x, bias))

@@ -427,7 +427,7 @@ def lean_step_grads(G, D, z, reals, cuts, triton, monkeypatch):
     return [penalty.detach(), grad.detach()] + [p.grad for p in [*G.parameters(), *D.parameters()]]
 
 
-@pytest.mark.parametrize("cuts", [(name,) for name in LEAN_OPS] + [tuple(LEAN_OPS)])
+@pytest.mark.parametrize("cuts", [(name,) for name in LEAN_OPS if name != "bias_lrelu_blur"] + [tuple(LEAN_OPS)])
 def test_lean_step_is_the_same_math(cuts, monkeypatch):
     """The training step's hand-written gradients (kernels.blur2d: the blur is its own adjoint;
     conv2d: no autograd convolution double backward; bias_lrelu: the bias gradient summed in the
