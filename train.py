@@ -79,6 +79,22 @@ CFGS = {
 }
 
 
+def add_network_flags(p):
+    """The network's size and the paper's ablations, a group of their own in --help."""
+    g = p.add_argument_group("network size and the paper's ablations")
+    g.add_argument("--fmap-base", type=int, default=None, help="channels nf(s) = min(fmap_base/2**s, "
+                   "fmap_max) (official 8192)")
+    g.add_argument("--fmap-max", type=int, default=None, help="channel cap (official 512)")
+    g.add_argument("--w-dim", type=int, default=None, help="z and w dimension (official 512)")
+    g.add_argument("--mapping-layers", type=int, default=None, help="mapping depth (official 8; 0 = z as w)")
+    g.add_argument("--no-noise", action="store_true", help="no per-layer noise inputs (ablation)")
+    g.add_argument("--config", choices=list(sg.PAPER_CONFIGS), default=None, metavar="NAME",
+                   help="a generator of the paper's Tables 1, 2 and 4 with its style mixing probability "
+                   "(stylegan.PAPER_CONFIGS): " + ", ".join(sg.PAPER_CONFIGS) + ". Default: table1-f, "
+                   "the full StyleGAN; --mapping-layers, --no-noise and --mixing given explicitly win")
+    g.add_argument("--mbstd-group", type=int, default=4, help="minibatch stddev group size (official 4); 0 or 1 = no stddev layer, as the official D")
+
+
 def arg_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
@@ -129,19 +145,9 @@ def arg_parser():
     a("--metrics", default="fid", help="comma list of fid,kid,swd for --metrics-kimg")
     a("--metrics-num", type=int, default=50000, help="generated images per metric evaluation")
     a("--skip-bad", action="store_true", help="skip undecodable images instead of stopping")
-    g = p.add_argument_group("network size and the paper's ablations")
-    g.add_argument("--fmap-base", type=int, default=None, help="channels nf(s) = min(fmap_base/2**s, "
-                   "fmap_max) (official 8192)")
-    g.add_argument("--fmap-max", type=int, default=None, help="channel cap (official 512)")
-    g.add_argument("--w-dim", type=int, default=None, help="z and w dimension (official 512)")
-    g.add_argument("--mapping-layers", type=int, default=None, help="mapping depth (official 8; 0 = z as w)")
-    g.add_argument("--no-noise", action="store_true", help="no per-layer noise inputs (ablation)")
-    g.add_argument("--config", choices=list(sg.PAPER_CONFIGS), default=None, metavar="NAME",
-                   help="a generator of the paper's Tables 1, 2 and 4 with its style mixing probability "
-                   "(stylegan.PAPER_CONFIGS): " + ", ".join(sg.PAPER_CONFIGS) + ". Default: table1-f, "
-                   "the full StyleGAN; --mapping-layers, --no-noise and --mixing given explicitly win")
-    g.add_argument("--mbstd-group", type=int, default=4, help="minibatch stddev group size (official 4); 0 or 1 = no stddev layer, as the official D")
+    add_network_flags(p)
     return p
+
 
 
 # What each numeric flag allows; anything else is refused before a run starts. None (not given)
@@ -218,6 +224,16 @@ def schedule(cur_nimg, final_res, start_res=8, phase_kimg=600, num_gpus=1, batch
     return Phase(res, alpha, total, lr or min(LR.get(res, 0.001), lr_max or math.inf))
 
 
+def lr_ramp(nimg, args):
+    """--lr-rampdown F: 1 until the last F of the run, then a half cosine down to 0 at its end. The
+    official StyleGAN keeps its learning rates to the end (F = 0); the quick preset, whose last grid
+    is what a newcomer sees, ramps down over its last 40% (the runs behind that are beside CFGS)."""
+    if args.lr_rampdown <= 0:
+        return 1.0
+    t = (nimg / (args.kimg * 1000) - (1 - args.lr_rampdown)) / args.lr_rampdown
+    return 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
+
 def phase_at(nimg, args, world, final_res):
     """The schedule with this run's flags (WGAN-GP: the learning rate capped as the official run;
     --lr-rampdown: the learning rate times lr_ramp)."""
@@ -225,16 +241,6 @@ def phase_at(nimg, args, world, final_res):
                      lr_max=WGAN_GP_LR_MAX if args.loss == "wgan-gp" else None)
     phase.lr *= lr_ramp(nimg, args)
     return phase
-
-
-def lr_ramp(nimg, args):
-    """--lr-rampdown F: 1 until the last F of the run, then a half cosine down to 0 at its end. The
-    official StyleGAN keeps its learning rates to the end (F = 0); a run of minutes, whose last
-    grid is what one sees, ends far less noisy with it (README: Presets)."""
-    if args.lr_rampdown <= 0:
-        return 1.0
-    t = (nimg / (args.kimg * 1000) - (1 - args.lr_rampdown)) / args.lr_rampdown
-    return 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
 
 
 # ----------------------------------------------------------------------------------------------
