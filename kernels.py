@@ -539,8 +539,10 @@ def _partials_plan(R, n_chunks):
 
 def _sum_partials(p, q, N, R, n_chunks):
     """p [N, R, n_chunks] (fp32, or fp64) summed over n and chunks to [R] in p's dtype, and q likewise
-    (None: none)."""
+    (None: none). With one partial per row (N = n_chunks = 1) they are the sums: no launch."""
     has_q = q is not None
+    if N * n_chunks == 1:
+        return p.view(R), (q.view(R) if has_q else None)
     p_sum = torch.empty(R, device=p.device, dtype=p.dtype)
     q_sum = torch.empty(R, device=p.device, dtype=p.dtype) if has_q else None
     grid, tile = _partials_plan(R, n_chunks)
@@ -639,8 +641,6 @@ def _lrelu_grad(g, y, slope, gain, sum_bias=False):
     if not sum_bias:
         return dx, None
     N, n_chunks = (y.shape[0], n_lblocks) if per_row else (n_rblocks, 1)  # pdb as [N, C, n_chunks]
-    if N * n_chunks == 1:  # one tile per channel: its sums are db
-        return dx, pdb.view(C)
     return dx, _sum_partials(pdb, None, N, C, n_chunks)[0]
 
 
@@ -653,21 +653,16 @@ def _lrelu_blur(x, bias, v, slope, gain, blur_first, sum_bias=False):
     """_lrelu_blur_kernel over NCHW-contiguous x [N, C, H, W]: B(m * (x + b)) when v is None (the
     forward), m * B(v) when blur_first, else B(m * v); and with sum_bias the per-channel sums of the
     result (the bias gradient; fp32, or fp64 for fp64) or None."""
-    ref = (x if v is None else v).contiguous()
-    out, acc = torch.empty_like(ref), torch.promote_types(ref.dtype, torch.float32)
+    forward, v = v is None, (x if v is None else v).contiguous()
+    out, acc = torch.empty_like(v), torch.promote_types(v.dtype, torch.float32)
     N, C, H, W = x.shape
-    R, L = N * C, H * W
-    BLOCK_L = min(triton.next_power_of_2(L), ELEMWISE_TILE)
-    BLOCK_R = min(triton.next_power_of_2(R), max(1, ELEMWISE_TILE // BLOCK_L))
-    n_lblocks = triton.cdiv(L, BLOCK_L)
+    R, _, _, BLOCK_R, BLOCK_L, n_lblocks, grid = _rows_plan(x)  # NCHW rows: one channel's plane each
     pdb = torch.empty((R, n_lblocks), device=x.device, dtype=acc) if sum_bias else out  # else a placeholder
-    _lrelu_blur_kernel[(triton.cdiv(R, BLOCK_R) * n_lblocks,)](
-        X=x, B=bias, V=ref, OUT=out, M=_mask_values(slope, gain, x.device, acc), PDB=pdb, R=R, H=H, W=W, C=C,
-        n_lblocks=n_lblocks, BLUR_FIRST=blur_first, FORWARD=v is None, SUM_BIAS=sum_bias, BLOCK_R=BLOCK_R,
+    _lrelu_blur_kernel[grid](
+        X=x, B=bias, V=v, OUT=out, M=_mask_values(slope, gain, x.device, acc), PDB=pdb, R=R, H=H, W=W, C=C,
+        n_lblocks=n_lblocks, BLUR_FIRST=blur_first, FORWARD=forward, SUM_BIAS=sum_bias, BLOCK_R=BLOCK_R,
         BLOCK_L=BLOCK_L, num_warps=_num_warps(BLOCK_R * BLOCK_L))
-    if not sum_bias:
-        return out, None
-    return out, (pdb.view(C) if N * n_lblocks == 1 else _sum_partials(pdb, None, N, C, n_lblocks)[0])
+    return out, (_sum_partials(pdb, None, N, C, n_lblocks)[0] if sum_bias else None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -993,7 +988,7 @@ def noise_adain(x, noise, noise_weight, bias, scale, shift, *, slope=0.2, eps=1e
         if p is not None and tuple(p.shape) != shape:
             raise ValueError(f"noise_adain: {name} must be {list(shape)}, got {list(p.shape)}")
     if not _use_triton(x, impl) or x.numel() == 0:
-        x = blur2d(x, **({} if impl == "auto" else {"impl": impl})) if blur else x
+        x = blur2d(x, impl=impl) if blur else x
         return noise_adain_ref(x, noise, noise_weight, bias, scale, shift, slope, eps)
     if noise is not None:  # a [1, 1, H, W] map (noise_mode="const") broadcasts; autograd sums its grad
         noise = noise.expand(N, 1, H, W)
@@ -1032,8 +1027,7 @@ def bias_lrelu_blur(x, bias, *, slope=0.2, gain=1.0, impl="auto"):
         raise ValueError(f"bias_lrelu_blur: x must be [N, C, H, W] with bias [C], got x {tuple(x.shape)}, "
                          f"bias {tuple(bias.shape)}")
     if not (_use_triton(x, impl) and x.is_contiguous()):
-        inner = {} if impl == "auto" else {"impl": impl}
-        return blur2d(bias_lrelu(x, bias, slope=slope, gain=gain, **inner), **inner)
+        return blur2d(bias_lrelu(x, bias, slope=slope, gain=gain, impl=impl), impl=impl)
     if not (gain > 0 and slope >= 0):
         raise ValueError(f"bias_lrelu_blur (Triton): needs gain > 0 and slope >= 0, got gain={gain}, slope={slope}")
     return _BiasLReLUBlur.apply(x, bias, float(slope), float(gain))

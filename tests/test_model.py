@@ -413,7 +413,7 @@ def lean_step_grads(G, D, z, reals, cuts, triton, monkeypatch):
         impl = "triton" if name in cuts or (name == "bias_lrelu" and triton) else "ref"
         if name == "bias_lrelu_blur" and name not in cuts:  # the plain lrelu (exact in fp64), then blur2d
             real = lambda x, b, impl, **k: kernels.blur2d(kernels.bias_lrelu_ref(x, b, **k))  # noqa: E731
-        monkeypatch.setattr(kernels, name, lambda *a, real=real, impl=impl, **k: real(*a, **k, impl=impl))
+        monkeypatch.setattr(kernels, name, lambda *a, real=real, impl=impl, **k: real(*a, **{**k, "impl": impl}))
     bias_backward = LEAN_BIAS_BACKWARD if "bias_lrelu" in cuts else plain_bias_backward
     monkeypatch.setattr(kernels._BiasLReLU, "backward", staticmethod(bias_backward))
     G.zero_grad(), D.zero_grad()
