@@ -110,7 +110,8 @@ def get_args(argv=None):
     a("--amp", choices=["bf16", "fp16", "off"], default=None, help="training autocast (default: bf16 on "
       "CUDA, off on CPU; train.py's auto)")
     a("--impl", choices=["auto", "triton", "ref"], default=None, help="kernels inside the training step "
-      "(default: auto on CUDA, ref on CPU where Triton would only be interpreted)")
+      "(default: auto, train.py's; ref on a CPU with TRITON_INTERPRET=1, where Triton would only be "
+      "interpreted)")
     a("--compile", choices=["auto", "on", "off"], default="auto", help="the torch.compile column "
       "(auto: on CUDA only; inductor takes ~30 s per shape on a CPU)")
     a("--steps", type=int, default=20, help="timed training steps per row (after --warmup)")
@@ -363,8 +364,8 @@ class FlopCounter(TorchDispatchMode):
 
 def make_nets(cfg, device):
     torch.manual_seed(0)
-    G, D = sg.Generator(cfg).to(device), sg.Discriminator(cfg).to(device)
-    return G, D, copy.deepcopy(G).eval().requires_grad_(False)
+    G, D = train.on_device(sg.Generator(cfg), device), train.on_device(sg.Discriminator(cfg), device)
+    return G, D, copy.deepcopy(G).eval().requires_grad_(False)  # in train.py's memory layout
 
 
 def peak_memory_gb(device):
@@ -381,7 +382,7 @@ def bench_step(nets, targs, res, batch, steps, warmup, count_flops=True, world=1
     phase = train.Phase(res, 1.0, batch, train.LR.get(res, 0.001))
     opt_G, opt_D = train.adam(G, phase.lr), train.adam(D, phase.lr)
     scalers = train.make_scalers(targs)
-    reals = torch.rand(batch, G.cfg.num_channels, res, res, device=device) * 2 - 1
+    reals = train.on_device(torch.rand(batch, G.cfg.num_channels, res, res) * 2 - 1, device)
     average = train.GradAverage(world, device)
 
     def step():
@@ -976,12 +977,13 @@ def gan_step(G, D, opt_G, opt_D, reals, phase, targs):
 
 
 def rosinality_nets(module, device):
-    """{"ours": (G, D), "theirs": (G, D)}: the official full-size 1024 networks of both ports."""
+    """{"ours": (G, D), "theirs": (G, D)}: the official full-size 1024 networks of both ports, ours in
+    the memory layout train.py trains in (channels_last on a CPU), theirs as their code makes it."""
     torch.manual_seed(0)
     cfg = sg.StyleGANConfig()
     theirs = TheirG(module.StyledGenerator(cfg.z_dim)), TheirD(module.Discriminator(from_rgb_activate=True),
                                                                cfg.resolution)
-    return {"ours": (sg.Generator(cfg).to(device), sg.Discriminator(cfg).to(device)),
+    return {"ours": (train.on_device(sg.Generator(cfg), device), train.on_device(sg.Discriminator(cfg), device)),
             "theirs": tuple(net.to(device) for net in theirs)}
 
 
@@ -1000,12 +1002,13 @@ def bench_rosinality(args, device, meta):
         batch = args.batch or train.BATCH[1][res]
         phase = train.Phase(res, 1.0, batch, train.LR.get(res, 0.001))
         reals = torch.rand(batch, 3, res, res, device=device) * 2 - 1
+        inputs = {"ours": train.on_device(reals, device), "theirs": reals}  # each in its port's layout
         opts = {k: (train.adam(G, phase.lr), train.adam(D, phase.lr)) for k, (G, D) in nets.items()}
         times = {k: [] for k in nets}
         for i in range(1 + args.rosinality_steps):  # the first, untimed, makes Adam's state
             for k, (G, D) in nets.items():
                 t0 = time.perf_counter()
-                gan_step(G, D, *opts[k], reals, phase, targs)
+                gan_step(G, D, *opts[k], inputs[k], phase, targs)
                 sync(device)
                 if i > 0:
                     times[k].append(time.perf_counter() - t0)
@@ -1065,7 +1068,8 @@ def main(argv=None):
     # the count stands for a GPU run on any machine: bf16 and the Triton kernels unless told otherwise
     args.count_amp, args.count_impl = args.amp or "bf16", args.impl or "auto"
     args.amp = args.amp or ("bf16" if device.type == "cuda" else "off")
-    args.impl = args.impl or ("auto" if device.type == "cuda" else "ref")
+    # on a CPU train.py's auto: the hand-written gradients in PyTorch (Triton only where interpreted: ref)
+    args.impl = args.impl or ("ref" if device.type == "cpu" and kernels.INTERPRET else "auto")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
         args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     cfg = sg.StyleGANConfig(**SMOKE_CFG) if args.smoke else sg.StyleGANConfig(resolution=max(args.train_res))

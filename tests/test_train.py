@@ -729,6 +729,49 @@ def test_mbstd_off_trains(tmp_path):
     assert ckpt["D"]["conv.weight"].shape[1] == 16  # nf(1) of the tiny network, no stddev channel
 
 
+def test_channels_last_steps_are_the_nchw_steps(monkeypatch):
+    """On a CPU train.py keeps the networks and reals in channels_last (on_device). In fp64 over a
+    stable phase, a fade and another stable phase, the same steps in NCHW and NHWC give the same
+    losses (1e-10), gradients (1e-9 of each tensor's largest; measured 1e-10: sums in another order)
+    and weights (1e-7; measured 6e-9: Adam divides by |g| + 1e-8, which scales rounding up where a
+    gradient is small). A layout bug moves something by a step, lr = 1e-2. The layout did take."""
+    monkeypatch.setattr(kernels, "INTERPRET", False)  # the CPU path train.py runs: no Triton interpreter
+    cfg = sg.StyleGANConfig(resolution=8, fmap_base=64, fmap_max=16, z_dim=16, w_dim=16, mapping_fmaps=16)
+    args = train.get_args(["--amp", "off"])
+    args.device = cpu = torch.device("cpu")
+
+    def fresh(layout):
+        torch.manual_seed(0)
+        G, D = sg.Generator(cfg).double(), sg.Discriminator(cfg).double()
+        for p in [*G.parameters(), *D.parameters()]:
+            if p.ndim == 1:  # noise weights off zero: at 0 the 4x4 plane is constant, its bias gradient 0
+                p.data.normal_(0, 0.3)  # up to rounding, which Adam would scale up to full steps
+        G, D = layout(G, cpu), layout(D, cpu)
+        return train.State(cfg, G, D, copy.deepcopy(G).eval().requires_grad_(False), train.adam(G, 0.01),
+                           train.adam(D, 0.01), train.make_scalers(args))
+    plain, nhwc = fresh(lambda x, device: x), fresh(train.on_device)
+    assert nhwc.D.blocks[0].conv0.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not nhwc.D.blocks[0].conv0.weight.is_contiguous()
+    for i, phase in enumerate([train.Phase(4, 1.0, 4, 0.01)] * 2 + [train.Phase(8, 0.5, 4, 0.01)] * 2
+                              + [train.Phase(8, 1.0, 4, 0.01)] * 2):
+        torch.manual_seed(i)
+        z_D, z_G = torch.randn(2, 4, 16, dtype=torch.float64)
+        reals = torch.rand(4, 3, phase.res, phase.res, dtype=torch.float64) * 2 - 1
+        losses = []
+        for s, x in ((plain, reals), (nhwc, train.on_device(reals, cpu))):
+            torch.manual_seed(1000 + i)  # the step's own draws: noise and style mixing
+            losses.append(train.eager_step(s, x, z_D, z_G, phase, args, None, True))
+        torch.testing.assert_close(losses[1], losses[0], rtol=1e-10, atol=0)
+    with torch.no_grad():
+        assert nhwc.G_ema(z_G, 8, 1.0).is_contiguous(memory_format=torch.channels_last)
+    for (name, a), b in zip([*plain.G.named_parameters(), *plain.D.named_parameters()],
+                            [*nhwc.G.parameters(), *nhwc.D.parameters()]):
+        assert (a.grad is None) == (b.grad is None), name  # None: 4x4's toRGB and fromRGB, unused at 8x8
+        for what, x, y, tol in (("gradient", a.grad, b.grad, 1e-9), ("weight", a, b, 1e-7))[a.grad is None:]:
+            err = ((y - x).abs().max() / x.abs().max()).item()
+            assert err <= tol, f"{name} {what}: relative error {err:.1e}"
+
+
 # ----------------------------------------------------------------------------------------------
 # CUDA graphs (--cuda-graphs): what a CPU can check
 
