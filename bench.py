@@ -110,8 +110,8 @@ def get_args(argv=None):
     a("--amp", choices=["bf16", "fp16", "off"], default=None, help="training autocast (default: bf16 on "
       "CUDA, off on CPU; train.py's auto)")
     a("--impl", choices=["auto", "triton", "ref"], default=None, help="kernels inside the training step "
-      "(default: auto, train.py's; ref on a CPU with TRITON_INTERPRET=1, where Triton would only be "
-      "interpreted)")
+      "(default: auto, as train.py: Triton on CUDA, on a CPU the PyTorch path; the kernel table's "
+      "Triton column interprets Triton on a CPU whatever this says)")
     a("--compile", choices=["auto", "on", "off"], default="auto", help="the torch.compile column "
       "(auto: on CUDA only; inductor takes ~30 s per shape on a CPU)")
     a("--steps", type=int, default=20, help="timed training steps per row (after --warmup)")
@@ -1068,8 +1068,7 @@ def main(argv=None):
     # the count stands for a GPU run on any machine: bf16 and the Triton kernels unless told otherwise
     args.count_amp, args.count_impl = args.amp or "bf16", args.impl or "auto"
     args.amp = args.amp or ("bf16" if device.type == "cuda" else "off")
-    # on a CPU train.py's auto: the hand-written gradients in PyTorch (Triton only where interpreted: ref)
-    args.impl = args.impl or ("ref" if device.type == "cpu" and kernels.INTERPRET else "auto")
+    args.impl = args.impl or "auto"  # train.py's
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
         args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     cfg = sg.StyleGANConfig(**SMOKE_CFG) if args.smoke else sg.StyleGANConfig(resolution=max(args.train_res))
@@ -1086,6 +1085,7 @@ def main(argv=None):
         return value
 
     impl, kernels.IMPL = kernels.IMPL, args.impl  # the training step's kernels; restored at the end
+    interpret = kernels.INTERPRET
     try:
         if "count" in args.parts:
             res = args.res or (16 if args.smoke else 1024)
@@ -1104,6 +1104,9 @@ def main(argv=None):
                                         else 2048, args.rep_ms))
         if "kernels" in args.parts:
             done("kernels", bench_kernels(args, cfg, device, dtype, result["copy"]["gb_s"]))
+        # From here on the training step runs as train.py runs it on this machine: on a CPU the PyTorch
+        # path, not the Triton interpreter the kernel table needs (unless --impl triton asks for it).
+        kernels.INTERPRET = interpret and (device.type != "cpu" or args.impl == "triton")
         if "graphs" in args.parts:
             done("graphs", bench_graphs(args, cfg, device))
         rates = {}
@@ -1129,7 +1132,7 @@ def main(argv=None):
         if "rosinality" in args.parts:
             done("rosinality", bench_rosinality(args, device, result["meta"]))
     finally:
-        kernels.IMPL = impl
+        kernels.IMPL, kernels.INTERPRET = impl, interpret
     if args.json:
         print(f"\nwrote {args.json}")
     return result

@@ -280,12 +280,6 @@ def penalty_pass(args):
         yield
 
 
-def wide(t):
-    """t in fp32 for the losses and penalties, whatever autocast computed it in; fp64 stays fp64
-    (the fp64 checks of a training step, tests/test_train.py)."""
-    return t if t.dtype == torch.float64 else t.float()
-
-
 def r1_penalty(D, reals, alpha, args, scale=1.0):
     """R1 (Mescheder et al. 2018): ||dD(x)/dx||^2 for each real image x. Returns (D's logits of the
     reals, the penalty per image). The pass runs in the precision --r1-precision asks for (penalty_pass).
@@ -296,22 +290,22 @@ def r1_penalty(D, reals, alpha, args, scale=1.0):
     official penalty is the one at res times (res/final)^2 (gamma 10 at 1024, ~6e-4 at 8x8)."""
     reals = reals.detach().requires_grad_(True)
     with penalty_pass(args):
-        logits = wide(D(reals, alpha))
+        logits = sg.fp32_or_wider(D(reals, alpha))
         grad, = torch.autograd.grad(logits.sum() * scale, reals, create_graph=True)
     k2 = (reals.shape[-1] / D.cfg.resolution) ** 2
-    return logits, (wide(grad) / scale).square().sum(dim=(1, 2, 3)) * k2
+    return logits, (sg.fp32_or_wider(grad) / scale).square().sum(dim=(1, 2, 3)) * k2
 
 
 def gradient_penalty(D, reals, fakes, alpha, args, scale=1.0):
     """WGAN-GP (Gulrajani et al. 2017): (||dD(x)/dx|| - 1)^2 at x a random mix of a real and a fake
     image, per image; the gradient is taken at full resolution as in r1_penalty."""
     eps = torch.rand(reals.shape[0], 1, 1, 1, device=reals.device)
-    mixed = torch.lerp(reals, wide(fakes), eps).requires_grad_(True)
+    mixed = torch.lerp(reals, sg.fp32_or_wider(fakes), eps).requires_grad_(True)
     with penalty_pass(args):
-        logits = wide(D(mixed, alpha))
+        logits = sg.fp32_or_wider(D(mixed, alpha))
         grad, = torch.autograd.grad(logits.sum() * scale, mixed, create_graph=True)
     k = mixed.shape[-1] / D.cfg.resolution
-    return ((wide(grad) / scale).flatten(1).norm(dim=1) * k - 1).square()
+    return ((sg.fp32_or_wider(grad) / scale).flatten(1).norm(dim=1) * k - 1).square()
 
 
 def d_loss(G, D, reals, z, phase, args, scale=1.0, r1=True):
@@ -321,24 +315,26 @@ def d_loss(G, D, reals, z, phase, args, scale=1.0, r1=True):
         fakes = G(z, phase.res, phase.alpha, mixing=args.mixing)
     if args.loss == "r1" and not r1:
         with autocast(args):
-            real_logits, fake_logits = wide(D(reals, phase.alpha)), wide(D(fakes, phase.alpha))
+            real_logits = sg.fp32_or_wider(D(reals, phase.alpha))
+            fake_logits = sg.fp32_or_wider(D(fakes, phase.alpha))
         return (F.softplus(fake_logits) + F.softplus(-real_logits)).mean(), None
     if args.loss == "r1":
         real_logits, penalty = r1_penalty(D, reals, phase.alpha, args, scale)
         with autocast(args):
-            fake_logits = wide(D(fakes, phase.alpha))
+            fake_logits = sg.fp32_or_wider(D(fakes, phase.alpha))
         loss = F.softplus(fake_logits) + F.softplus(-real_logits) + penalty[:, None] * (args.r1_gamma / 2)
         return loss.mean(), penalty.mean()
     penalty = gradient_penalty(D, reals, fakes, phase.alpha, args, scale)
     with autocast(args):
-        real_logits, fake_logits = wide(D(reals, phase.alpha)), wide(D(fakes, phase.alpha))
+        real_logits = sg.fp32_or_wider(D(reals, phase.alpha))
+        fake_logits = sg.fp32_or_wider(D(fakes, phase.alpha))
     loss = fake_logits - real_logits + args.r1_gamma * penalty[:, None] + 0.001 * real_logits.square()
     return loss.mean(), penalty.mean()
 
 
 def g_loss(G, D, z, phase, args):
     with autocast(args):
-        logits = wide(D(G(z, phase.res, phase.alpha, mixing=args.mixing), phase.alpha))
+        logits = sg.fp32_or_wider(D(G(z, phase.res, phase.alpha, mixing=args.mixing), phase.alpha))
     return (F.softplus(-logits) if args.loss == "r1" else -logits).mean()
 
 
