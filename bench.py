@@ -112,6 +112,8 @@ def get_args(argv=None):
     a("--impl", choices=["auto", "triton", "ref"], default=None, help="kernels inside the training step "
       "(default: auto, as train.py: Triton on CUDA, on a CPU the PyTorch path; the kernel table's "
       "Triton column interprets Triton on a CPU whatever this says)")
+    a("--memory-format", choices=["auto", "channels_last", "nchw"], default="auto", help="layout of the "
+      "training step's networks and reals (train.py --memory-format; auto: channels_last on a CPU, NCHW on CUDA)")
     a("--compile", choices=["auto", "on", "off"], default="auto", help="the torch.compile column "
       "(auto: on CUDA only; inductor takes ~30 s per shape on a CPU)")
     a("--steps", type=int, default=20, help="timed training steps per row (after --warmup)")
@@ -362,10 +364,20 @@ class FlopCounter(TorchDispatchMode):
         return out
 
 
-def make_nets(cfg, device):
+def step_args(cfg, device, amp, layout, *flags):
+    """train.py's arguments for a training step of cfg's network on device: amp, --memory-format layout."""
+    targs = train.get_args(["--data", "builtin", "--res", str(cfg.resolution), "--memory-format", layout,
+                            *flags])
+    targs.device, targs.amp = device, amp
+    return targs
+
+
+def make_nets(cfg, targs):
+    """G, D and G_ema in the layout train.py would give them with targs."""
     torch.manual_seed(0)
-    G, D = train.on_device(sg.Generator(cfg), device), train.on_device(sg.Discriminator(cfg), device)
-    return G, D, copy.deepcopy(G).eval().requires_grad_(False)  # in train.py's memory layout
+    nets = sg.Generator(cfg), sg.Discriminator(cfg)
+    G, D = (train.on_device(net, targs.device, targs.memory_format) for net in nets)
+    return G, D, copy.deepcopy(G).eval().requires_grad_(False)
 
 
 def peak_memory_gb(device):
@@ -382,7 +394,7 @@ def bench_step(nets, targs, res, batch, steps, warmup, count_flops=True, world=1
     phase = train.Phase(res, 1.0, batch, train.LR.get(res, 0.001))
     opt_G, opt_D = train.adam(G, phase.lr), train.adam(D, phase.lr)
     scalers = train.make_scalers(targs)
-    reals = train.on_device(torch.rand(batch, G.cfg.num_channels, res, res) * 2 - 1, device)
+    reals = train.on_device(torch.rand(batch, G.cfg.num_channels, res, res) * 2 - 1, device, targs.memory_format)
     average = train.GradAverage(world, device)
 
     def step():
@@ -413,14 +425,14 @@ def bench_step(nets, targs, res, batch, steps, warmup, count_flops=True, world=1
 
 
 def bench_train(args, cfg, device, peak_tflops, loader_rates):
-    targs = train.get_args(["--data", "builtin", "--res", str(cfg.resolution)])
-    targs.device, targs.amp = device, args.amp
-    nets = make_nets(cfg, device)
+    targs = step_args(cfg, device, args.amp, args.memory_format)
+    nets = make_nets(cfg, targs)
     rows = []
     jobs = [(res, r) for res in args.train_res for r in args.recipes]
     progress = Progress("train", len(jobs))
     print(f"\ntraining step (train.train_step: D + R1, G, EMA) on 1 {device.type} device, amp {args.amp}, "
-          f"kernels {args.impl}; MFU against {peak_tflops['tflops']:.3g} TFLOP/s ({peak_tflops['source']})")
+          f"kernels {args.impl}, {args.memory_format}; MFU against {peak_tflops['tflops']:.3g} TFLOP/s "
+          f"({peak_tflops['source']})")
     print(f"{'res':>5s} {'recipe':>6s} {'batch':>5s} | {'img/s':>8s} {'s/kimg':>8s} {'mem GB':>7s} | "
           f"{'GFLOP/step':>10s} {'TFLOP/s':>8s} {'MFU %':>6s} | {'loader img/s':>12s}")
     for res, recipe in jobs:
@@ -441,12 +453,11 @@ def bench_train(args, cfg, device, peak_tflops, loader_rates):
     return rows
 
 
-def graphs_run(cfg, device, amp, res, batch, steps, graphs):
+def graphs_run(cfg, device, amp, res, batch, steps, graphs, layout="nchw"):
     """Seconds per step and the final weights of `steps` training steps from make_nets' weights,
     eager (train.eager_step) or graphed (train.GraphedStep), the same seed for each step."""
-    targs = train.get_args(["--data", "builtin", "--res", str(cfg.resolution)] + ["--cuda-graphs"] * graphs)
-    targs.device, targs.amp = device, amp
-    G, D, G_ema = make_nets(cfg, device)
+    targs = step_args(cfg, device, amp, layout, *["--cuda-graphs"] * graphs)
+    G, D, G_ema = make_nets(cfg, targs)
     phase = train.Phase(res, 1.0, batch, train.LR.get(res, 0.001))
     s = train.State(cfg, G, D, G_ema, train.adam(G, phase.lr), train.adam(D, phase.lr), train.make_scalers(targs),
                     phase_key=(res, False))
@@ -478,8 +489,8 @@ def bench_graphs(args, cfg, device):
     rows, progress = [], Progress("graphs", len(args.train_res))
     for res in args.train_res:
         batch = recipe_batch(1, res, args.smoke)
-        (sec_e, w_e), (_, w_e2), (sec_g, w_g) = (graphs_run(cfg, device, args.amp, res, batch, steps, g)
-                                                      for g in (False, False, True))
+        runs = (graphs_run(cfg, device, args.amp, res, batch, steps, g, args.memory_format) for g in (False, False, True))
+        (sec_e, w_e), (_, w_e2), (sec_g, w_g) = runs
         diff = [max(((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() for a, b in zip(w, w_e))
                 for w in (w_g, w_e2)]
         rows.append(dict(res=res, batch=batch, eager_img_s=batch / sec_e, graphs_img_s=batch / sec_g,
@@ -520,9 +531,8 @@ def scaling_worker(rank, world, port, cfg, opts, out_path):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
     kernels.IMPL = opts["impl"]
-    targs = train.get_args(["--data", "builtin", "--res", str(cfg.resolution)])
-    targs.device, targs.amp = device, opts["amp"]
-    nets = make_nets(cfg, device)
+    targs = step_args(cfg, device, opts["amp"], opts["memory_format"])
+    nets = make_nets(cfg, targs)
     rows = []
     for res in opts["train_res"]:
         r = bench_step(nets, targs, res, recipe_batch(8, res, opts["smoke"]), opts["steps"], opts["warmup"],
@@ -547,8 +557,8 @@ def bench_scaling(args, cfg, device, train_rows):
     with socket.socket() as sock:  # a free port for the processes to meet on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    opts = dict(device_type=device.type, impl=args.impl, amp=args.amp, train_res=sorted(single),
-                smoke=args.smoke, steps=args.steps, warmup=args.warmup)
+    opts = dict(device_type=device.type, impl=args.impl, amp=args.amp, memory_format=args.memory_format,
+                train_res=sorted(single), smoke=args.smoke, steps=args.steps, warmup=args.warmup)
     print(f"\nscaling: the 8-GPU recipe's per-GPU batch on {args.gpus} {device.type} processes "
           f"({'NCCL' if device.type == 'cuda' else 'gloo'}) against 1")
     with tempfile.TemporaryDirectory() as tmp:
@@ -885,9 +895,8 @@ def bench_count(args, cfg, res, batch):
 def bench_profile(args, cfg, device, res):
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
-    targs = train.get_args(["--data", "builtin", "--res", str(cfg.resolution)])
-    targs.device, targs.amp = device, args.amp
-    nets = make_nets(cfg, device)
+    targs = step_args(cfg, device, args.amp, args.memory_format)
+    nets = make_nets(cfg, targs)
     batch = recipe_batch(8 if 8 in args.recipes else 1, res, args.smoke)
     bench_step(nets, targs, res, batch, steps=1, warmup=max(1, args.warmup), count_flops=False)  # warm
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -976,21 +985,22 @@ def gan_step(G, D, opt_G, opt_D, reals, phase, targs):
     D.requires_grad_(True)
 
 
-def rosinality_nets(module, device):
+def rosinality_nets(module, device, layout):
     """{"ours": (G, D), "theirs": (G, D)}: the official full-size 1024 networks of both ports, ours in
-    the memory layout train.py trains in (channels_last on a CPU), theirs as their code makes it."""
+    layout (--memory-format), theirs as their code makes it."""
     torch.manual_seed(0)
     cfg = sg.StyleGANConfig()
     theirs = TheirG(module.StyledGenerator(cfg.z_dim)), TheirD(module.Discriminator(from_rgb_activate=True),
                                                                cfg.resolution)
-    return {"ours": (train.on_device(sg.Generator(cfg), device), train.on_device(sg.Discriminator(cfg), device)),
+    ours = sg.Generator(cfg), sg.Discriminator(cfg)
+    return {"ours": tuple(train.on_device(net, device, layout) for net in ours),
             "theirs": tuple(net.to(device) for net in theirs)}
 
 
 def bench_rosinality(args, device, meta):
     targs = train.get_args(["--data", "builtin", "--res", "1024"])
     targs.device, targs.amp = device, "off"  # fp32: their port has no mixed precision
-    nets = rosinality_nets(load_rosinality(args.rosinality), device)
+    nets = rosinality_nets(load_rosinality(args.rosinality), device, args.memory_format)
     print(f"\nrosinality: one training iteration (D step with R1, G step, Adam; mixing {targs.mixing}, alpha 1, "
           f"fp32) of ours (kernels {args.impl}) and of rosinality's port ({args.rosinality}), interleaved, "
           f"median of {args.rosinality_steps}, on {meta['device']}, {meta['cores']} cores, {meta['threads']} "
@@ -1002,7 +1012,7 @@ def bench_rosinality(args, device, meta):
         batch = args.batch or train.BATCH[1][res]
         phase = train.Phase(res, 1.0, batch, train.LR.get(res, 0.001))
         reals = torch.rand(batch, 3, res, res, device=device) * 2 - 1
-        inputs = {"ours": train.on_device(reals, device), "theirs": reals}  # each in its port's layout
+        inputs = {"ours": train.on_device(reals, device, args.memory_format), "theirs": reals}  # each port's layout
         opts = {k: (train.adam(G, phase.lr), train.adam(D, phase.lr)) for k, (G, D) in nets.items()}
         times = {k: [] for k in nets}
         for i in range(1 + args.rosinality_steps):  # the first, untimed, makes Adam's state
@@ -1039,7 +1049,7 @@ def device_meta(device, args):
         timespec="seconds"), torch=torch.__version__, triton=triton_version, cuda=torch.version.cuda,
         cores=os.cpu_count(), threads=torch.get_num_threads(), tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
         tf32_cudnn=torch.backends.cudnn.allow_tf32, cudnn_benchmark=torch.backends.cudnn.benchmark,
-        smoke=args.smoke, amp=args.amp, impl=args.impl, argv=sys.argv[1:])
+        smoke=args.smoke, amp=args.amp, impl=args.impl, memory_format=args.memory_format, argv=sys.argv[1:])
 
 
 def pick_peak(args, device, matmul):
@@ -1069,6 +1079,7 @@ def main(argv=None):
     args.count_amp, args.count_impl = args.amp or "bf16", args.impl or "auto"
     args.amp = args.amp or ("bf16" if device.type == "cuda" else "off")
     args.impl = args.impl or "auto"  # train.py's
+    args.memory_format = train.auto_layout(device) if args.memory_format == "auto" else args.memory_format
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
         args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     cfg = sg.StyleGANConfig(**SMOKE_CFG) if args.smoke else sg.StyleGANConfig(resolution=max(args.train_res))

@@ -138,6 +138,9 @@ def arg_parser():
     a("--seed", type=int, default=0, help="seed for the weights, latents, noise and data order")
     a("--impl", choices=["auto", "triton", "ref"], default="auto", help="fused kernels (kernels.py) or "
       "the plain PyTorch references")
+    a("--memory-format", choices=["auto", "channels_last", "nchw"], default="auto", help="layout of weights and "
+      "activations, the same math: auto is channels_last on a CPU (faster there), NCHW on CUDA until a GPU run "
+      "has measured channels_last (README)")
     a("--cuda-graphs", action="store_true", help="replay each stable phase's training step as CUDA graphs "
       "(one GPU, --amp bf16 or off). Off by default until a GPU run has measured it (README)")
     a("--tick-kimg", type=float, default=None, help="kimg between progress lines and sample grids "
@@ -843,6 +846,8 @@ def setup_process(rank, args, run):
     if args.amp == "auto":  # bf16 where the GPU has it natively (Ampere and later), fp16 before
         args.amp = "off" if device.type == "cpu" else \
             "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
+    if args.memory_format == "auto":
+        args.memory_format = auto_layout(device)
     kernels.IMPL = args.impl
     if world > 1:  # under torchrun every process ran prepare(), and only rank 0 made the folder
         args.run_dir = broadcast_text(args.run_dir if rank == 0 else "", device)
@@ -853,17 +858,24 @@ def setup_process(rank, args, run):
     return rank, world, device
 
 
-def on_device(x, device):
-    """A network or a batch on device; on a CPU in channels_last (NHWC) memory, where oneDNN's
-    convolutions run faster in it (one training step, 2 cores, 2026-12-01: the quick-start networks
-    at 32x32 91 ms instead of 111, the full-size ones at 32x32, batch 16, 9.6-10.0 s instead of
-    10.8-11.4). The same math in another layout (tests/test_train.py). CUDA keeps NCHW, the layout
-    the kernels were counted and tuned in, until a GPU run has measured the other (README)."""
-    if device.type != "cpu":
-        return x.to(device)
+def auto_layout(device):
+    """--memory-format auto (see on_device)."""
+    return "channels_last" if device.type == "cpu" else "nchw"
+
+
+def on_device(x, device, layout="nchw"):
+    """A network or a batch on device, in layout (--memory-format): "nchw", or "channels_last" (NHWC).
+    The same math in either (tests/test_train.py). On a CPU oneDNN's convolutions run faster in
+    channels_last (one training step, 2 cores, 2026-12-01: the quick-start networks at 32x32 91 ms
+    instead of 111, the full-size ones at 32x32, batch 16, 9.6-10.0 s instead of 10.8-11.4), so auto
+    picks it there; CUDA keeps NCHW, the layout the kernels were counted and tuned in, until a GPU run
+    has measured the other (.ci/gpu does)."""
+    x = x.to(device)
+    if layout != "channels_last":
+        return x
     if isinstance(x, torch.nn.Module):
-        return x.to(device, memory_format=torch.channels_last)
-    return x.to(device).contiguous(memory_format=torch.channels_last)
+        return x.to(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def build(args, device):
@@ -878,7 +890,7 @@ def build(args, device):
     if nets:
         for net, key in ((G, "G"), (D, "D"), (G_ema, "G_ema")):
             net.load_state_dict(nets[key])
-    G, D, G_ema = on_device(G, device), on_device(D, device), on_device(G_ema, device)
+    G, D, G_ema = (on_device(net, device, args.memory_format) for net in (G, D, G_ema))
     s = State(cfg, G, D, G_ema, adam(G, 0.001), adam(D, 0.001, d_ratio(args)), make_scalers(args))
     if ckpt:
         s.opt_G.load_state_dict(ckpt["opt_G"])
@@ -939,7 +951,7 @@ def next_batch(s, phase, args, run, rank, world, device):
     z_D, z_G = torch.randn(2, phase.batch, s.cfg.z_dim, device=device)[:, rank * N:(rank + 1) * N]
     torch.manual_seed(step_seed(args.seed, rank + 1, s.step))  # per process: noise, mixing, flips
     reals = next(run.loader).to(device, non_blocking=True).float() / 127.5 - 1
-    reals = on_device(reals, device)  # channels_last on a CPU, as the networks
+    reals = on_device(reals, device, args.memory_format)  # as the networks
     if args.mirror:
         flip = torch.rand(reals.shape[0], device=device) < 0.5
         reals = torch.where(flip[:, None, None, None], reals.flip(3), reals)
@@ -1040,7 +1052,7 @@ def fit(rank, args, run):
         save_checkpoint(os.path.join(run.run_dir, "args.json"), json.dumps(plain_args(args), indent=1), durable=False)
         run.log(f"run {run.run_dir}: {args.data_name} at {s.cfg.resolution}x{s.cfg.resolution}, G "
                 f"{sum(p.numel() for p in s.G.parameters()):,} params, {world} process(es) on {device.type}, "
-                f"amp {args.amp}, R1 pass {args.r1_precision}, kernels {args.impl}"
+                f"amp {args.amp}, R1 pass {args.r1_precision}, kernels {args.impl}, {args.memory_format}"
                 + (f", resumed at {s.cur_nimg / 1000:.1f} kimg" if args.resume_path else ""))
     signal.signal(signal.SIGINT, run.on_signal)  # fit() finishes the step, then checkpoints and stops
     signal.signal(signal.SIGTERM, run.on_signal)

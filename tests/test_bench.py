@@ -119,10 +119,9 @@ def test_count_runs_the_real_step(monkeypatch):
     train_step (both with style mixing, which the count's draws always turn on)."""
     cfg = sg.StyleGANConfig(**bench.SMOKE_CFG)
     counted = bench.count_step(cfg, 16, 8, impl="ref")
-    targs = train.get_args(["--data", "builtin", "--res", "16", "--mixing", "1"])
-    targs.device, targs.amp = torch.device("cpu"), "off"
+    targs = bench.step_args(cfg, torch.device("cpu"), "off", "nchw", "--mixing", "1")
     monkeypatch.setattr(kernels, "IMPL", "ref")
-    real = bench.bench_step(bench.make_nets(cfg, targs.device), targs, 16, 8, steps=1, warmup=1)
+    real = bench.bench_step(bench.make_nets(cfg, targs), targs, 16, 8, steps=1, warmup=1)
     assert sum(row[3] for row in counted.rows) == real["flops_per_step"] > 0
 
 

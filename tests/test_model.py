@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import kernels
 import stylegan as sg
+import train
 
 
 def tiny_cfg(res=32, **kw):
@@ -457,9 +458,11 @@ def test_lean_step_is_the_same_math(cuts, monkeypatch):
 
 
 @pytest.mark.skipif(not kernels.HAS_TRITON, reason="triton is not installed")
-def test_triton_and_reference_give_the_same_model(monkeypatch, no_tf32):
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_triton_and_reference_give_the_same_model(layout, monkeypatch, no_tf32):
     """Images, D logits, the R1 gradient and every parameter gradient agree between the fused
-    Triton kernels and the PyTorch references (fp32; on CPU via TRITON_INTERPRET=1)."""
+    Triton kernels and the PyTorch references in NCHW (fp32; on CPU via TRITON_INTERPRET=1), with
+    the Triton side in either layout (train.py --memory-format)."""
     if not (torch.cuda.is_available() or kernels.INTERPRET):
         pytest.skip("Triton needs a GPU or TRITON_INTERPRET=1")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -474,6 +477,9 @@ def test_triton_and_reference_give_the_same_model(monkeypatch, no_tf32):
     results = {}
     for impl in ("ref", "triton"):
         monkeypatch.setattr(kernels, "IMPL", impl)
+        if impl == "triton":
+            G, D = (train.on_device(net, device, layout) for net in (G, D))
+            reals = train.on_device(reals, device, layout)
         G.zero_grad(), D.zero_grad()
         img = G(z, res=16, alpha=0.6, noise_mode="const")
         x = reals.clone().requires_grad_(True)

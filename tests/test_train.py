@@ -730,7 +730,7 @@ def test_mbstd_off_trains(tmp_path):
 
 
 def test_channels_last_steps_are_the_nchw_steps(monkeypatch):
-    """On a CPU train.py keeps the networks and reals in channels_last (on_device). In fp64 over a
+    """--memory-format channels_last (on_device; auto on a CPU) against NCHW. In fp64 over a
     stable phase, a fade and another stable phase, the same steps in NCHW and NHWC give the same
     losses (1e-10), gradients (1e-9 of each tensor's largest; measured 1e-10: sums in another order)
     and weights (1e-7; measured 6e-9: Adam divides by |g| + 1e-8, which scales rounding up where a
@@ -749,7 +749,7 @@ def test_channels_last_steps_are_the_nchw_steps(monkeypatch):
         G, D = layout(G, cpu), layout(D, cpu)
         return train.State(cfg, G, D, copy.deepcopy(G).eval().requires_grad_(False), train.adam(G, 0.01),
                            train.adam(D, 0.01), train.make_scalers(args))
-    plain, nhwc = fresh(lambda x, device: x), fresh(train.on_device)
+    plain, nhwc = fresh(train.on_device), fresh(lambda x, device: train.on_device(x, device, "channels_last"))
     assert nhwc.D.blocks[0].conv0.weight.is_contiguous(memory_format=torch.channels_last)
     assert not nhwc.D.blocks[0].conv0.weight.is_contiguous()
     for i, phase in enumerate([train.Phase(4, 1.0, 4, 0.01)] * 2 + [train.Phase(8, 0.5, 4, 0.01)] * 2
@@ -758,7 +758,7 @@ def test_channels_last_steps_are_the_nchw_steps(monkeypatch):
         z_D, z_G = torch.randn(2, 4, 16, dtype=torch.float64)
         reals = torch.rand(4, 3, phase.res, phase.res, dtype=torch.float64) * 2 - 1
         losses = []
-        for s, x in ((plain, reals), (nhwc, train.on_device(reals, cpu))):
+        for s, x in ((plain, reals), (nhwc, train.on_device(reals, cpu, "channels_last"))):
             torch.manual_seed(1000 + i)  # the step's own draws: noise and style mixing
             losses.append(train.eager_step(s, x, z_D, z_G, phase, args, None, True))
         torch.testing.assert_close(losses[1], losses[0], rtol=1e-10, atol=0)
@@ -770,6 +770,18 @@ def test_channels_last_steps_are_the_nchw_steps(monkeypatch):
         for what, x, y, tol in (("gradient", a.grad, b.grad, 1e-9), ("weight", a, b, 1e-7))[a.grad is None:]:
             err = ((y - x).abs().max() / x.abs().max()).item()
             assert err <= tol, f"{name} {what}: relative error {err:.1e}"
+
+
+def test_memory_format_flag(tmp_path):
+    """--memory-format: auto trains a CPU run in channels_last, nchw in NCHW; the weights a run saves
+    keep its layout, and either loads into a fresh network."""
+    for flag, layout, name in (("auto", torch.channels_last, "channels_last"),
+                               ("nchw", torch.contiguous_format, "nchw")):
+        run_dir = run(tmp_path, "--kimg", "0.016", "--memory-format", flag, name=flag)
+        weights = load(run_dir)["G"]["synthesis.blocks.1.conv0.weight"]
+        assert weights.is_contiguous(memory_format=layout), flag
+        assert json.load(open(os.path.join(run_dir, "args.json")))["memory_format"] == name  # auto resolved
+        sg.load_generator(os.path.join(run_dir, "ckpt.pt"))
 
 
 # ----------------------------------------------------------------------------------------------
