@@ -878,6 +878,16 @@ def on_device(x, device, layout="nchw"):
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def match_layout(opt):
+    """Adam's moments in their parameters' memory layout. A checkpoint keeps the layout it was saved
+    in (another --memory-format, or a GPU run resumed on a CPU), and the fused Adam walks a parameter
+    and its moments as flat buffers, so the two must agree (tests/test_train.py)."""
+    for p, state in opt.state.items():
+        for k, t in state.items():
+            if torch.is_tensor(t) and t.shape == p.shape and t.stride() != p.stride():
+                state[k] = torch.empty_like(p, dtype=t.dtype).copy_(t)
+
+
 def build(args, device):
     """A new State, or one resumed from a train.py checkpoint, or NVIDIA's networks (--resume X.pkl:
     the networks only; a new run starts from them)."""
@@ -893,8 +903,9 @@ def build(args, device):
     G, D, G_ema = (on_device(net, device, args.memory_format) for net in (G, D, G_ema))
     s = State(cfg, G, D, G_ema, adam(G, 0.001), adam(D, 0.001, d_ratio(args)), make_scalers(args))
     if ckpt:
-        s.opt_G.load_state_dict(ckpt["opt_G"])
-        s.opt_D.load_state_dict(ckpt["opt_D"])
+        for opt, key in ((s.opt_G, "opt_G"), (s.opt_D, "opt_D")):
+            opt.load_state_dict(ckpt[key])
+            match_layout(opt)
         for scaler, key in zip(s.scalers, ("scaler_G", "scaler_D")):
             scaler.load_state_dict(ckpt[key])
         s.cur_nimg, s.step, s.phase_key = ckpt["cur_nimg"], ckpt["step"], tuple(ckpt["phase_key"])
