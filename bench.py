@@ -489,7 +489,8 @@ def bench_graphs(args, cfg, device):
     rows, progress = [], Progress("graphs", len(args.train_res))
     for res in args.train_res:
         batch = recipe_batch(1, res, args.smoke)
-        runs = (graphs_run(cfg, device, args.amp, res, batch, steps, g, args.memory_format) for g in (False, False, True))
+        runs = (graphs_run(cfg, device, args.amp, res, batch, steps, graphs, args.memory_format)
+                for graphs in (False, False, True))
         (sec_e, w_e), (_, w_e2), (sec_g, w_g) = runs
         diff = [max(((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() for a, b in zip(w, w_e))
                 for w in (w_g, w_e2)]
