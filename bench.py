@@ -113,7 +113,8 @@ def get_args(argv=None):
       "(default: auto, as train.py: Triton on CUDA, on a CPU the PyTorch path; the kernel table's "
       "Triton column interprets Triton on a CPU whatever this says)")
     a("--memory-format", choices=["auto", "channels_last", "nchw"], default="auto", help="layout of the "
-      "training step's networks and reals (train.py --memory-format; auto: channels_last on a CPU, NCHW on CUDA)")
+      "training step's networks and reals (train.py --memory-format; auto: channels_last on a CPU, NCHW on CUDA, "
+      "and NCHW in the count, which stands for a GPU run)")
     a("--compile", choices=["auto", "on", "off"], default="auto", help="the torch.compile column "
       "(auto: on CUDA only; inductor takes ~30 s per shape on a CPU)")
     a("--steps", type=int, default=20, help="timed training steps per row (after --warmup)")
@@ -806,30 +807,35 @@ def fake_gpu(counter, impl):
         kernels._mask_values.cache_clear()
 
 
-def count_step(cfg, res, batch, impl="auto", amp="bf16", r1_every=1, r1_precision="fp32"):
+def count_step(cfg, res, batch, impl="auto", amp="bf16", r1_every=1, r1_precision="fp32", layout="nchw"):
     """One train.train_step (D step with R1, G step, EMA) at res, alpha 1, counted on fake tensors
     after one uncounted step (which creates Adam's state). Returns the LaunchCounter. Lazy R1
     (r1_every K > 1): the average iteration, 1/K of one with R1's own D step, (K-1)/K of one without."""
     if r1_every > 1:
-        counts = [count_iteration(cfg, res, batch, impl, amp, r1_every, r1_precision, r) for r in (True, False)]
+        counts = [count_iteration(cfg, res, batch, impl, amp, r1_every, r1_precision, r, layout) for r in (True, False)]
         counter = LaunchCounter()
         for c, weight in zip(counts, (1 / r1_every, 1 - 1 / r1_every)):
             counter.rows += [(n, k * weight, b * weight, f * weight, t) for n, k, b, f, t in c.rows]
             counter.syncs += c.syncs
         return counter
-    return count_iteration(cfg, res, batch, impl, amp, r1_every, r1_precision)
+    return count_iteration(cfg, res, batch, impl, amp, r1_every, r1_precision, layout=layout)
 
 
-def count_iteration(cfg, res, batch, impl, amp, r1_every, r1_precision, regularize=True):
+def count_iteration(cfg, res, batch, impl, amp, r1_every, r1_precision, regularize=True, layout="nchw"):
     counter = LaunchCounter()
     with fake_gpu(counter, impl):
         G, D, G_ema = sg.Generator(cfg), sg.Discriminator(cfg), sg.Generator(cfg).eval().requires_grad_(False)
+        if layout == "channels_last":  # train.on_device's layout (Module.to cannot swap fake parameters)
+            for t in [t for net in (G, D, G_ema) for t in (*net.parameters(), *net.buffers()) if t.ndim == 4]:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
         targs = train.get_args(["--data", "builtin", "--res", str(cfg.resolution)])
         targs.device, targs.amp, targs.r1_every, targs.r1_precision = torch.device("cpu"), amp, r1_every, r1_precision
         phase = train.Phase(res, 1.0, batch, train.LR.get(res, 0.001))
         opt_G, opt_D = train.adam(G, phase.lr), train.adam(D, phase.lr, train.d_ratio(targs))
         scalers = train.make_scalers(targs)
         reals = torch.rand(batch, cfg.num_channels, res, res) * 2 - 1
+        if layout == "channels_last":
+            reals = reals.contiguous(memory_format=torch.channels_last)
         for _ in range(2):
             counter.rows.clear()
             counter.syncs.clear()
@@ -870,11 +876,12 @@ def summarize_count(counter, res, batch, top=10):
 
 
 def bench_count(args, cfg, res, batch):
-    impl, amp, k = args.count_impl, args.count_amp, args.r1_every
+    impl, amp, k, layout = args.count_impl, args.count_amp, args.r1_every, args.count_layout
     print(f"\ncount: one training iteration (train.train_step: D step with R1, G step, EMA) at {res}x{res}, "
           f"batch {batch}, amp {amp}, R1 pass {args.r1_precision}"
-          + (f", R1 every {k} steps (the average iteration)" if k > 1 else "") + f", kernels {impl}, on fake tensors")
-    r = summarize_count(count_step(cfg, res, batch, impl, amp, k, args.r1_precision), res, batch)
+          + (f", R1 every {k} steps (the average iteration)" if k > 1 else "") + f", kernels {impl}, {layout}, "
+          "on fake tensors")
+    r = summarize_count(count_step(cfg, res, batch, impl, amp, k, args.r1_precision, layout), res, batch)
     roof = ROOFLINE
     print(f"  {r['launches']:,.0f} launches ({r['torch_launches']:,.0f} torch ops, {r['triton_launches']:,.0f} Triton), "
           f"{r['gb']:.2f} GB moved, {r['tflop']:.3f} TFLOP, {r['host_syncs']} host syncs "
@@ -1078,6 +1085,7 @@ def main(argv=None):
         torch.cuda.set_device(device)
     # the count stands for a GPU run on any machine: bf16 and the Triton kernels unless told otherwise
     args.count_amp, args.count_impl = args.amp or "bf16", args.impl or "auto"
+    args.count_layout = "nchw" if args.memory_format == "auto" else args.memory_format  # a GPU's auto
     args.amp = args.amp or ("bf16" if device.type == "cuda" else "off")
     args.impl = args.impl or "auto"  # train.py's
     args.memory_format = train.auto_layout(device) if args.memory_format == "auto" else args.memory_format

@@ -165,6 +165,18 @@ def test_count_of_lazy_r1_is_the_average_iteration():
     assert with_r1["launches"] > one["launches"]  # R1's own step: a second D optimizer step, a second pass
 
 
+def test_count_in_channels_last():
+    """--memory-format channels_last in the count: the same work; the fused D blur falls back to two
+    ops in that layout (bias_lrelu_blur takes NCHW-contiguous tensors), so more launches and bytes."""
+    cfg = sg.StyleGANConfig(**bench.SMOKE_CFG)
+    nchw, cl = (bench.summarize_count(bench.count_step(cfg, 16, 8, layout=layout), 16, 8, top=100)
+                for layout in ("nchw", "channels_last"))
+    assert cl["tflop"] == pytest.approx(nchw["tflop"], rel=0.02)
+    assert cl["launches"] > nchw["launches"] and cl["gb"] > nchw["gb"]
+    assert not any("_lrelu_blur" in e["name"] for e in cl["top"])
+    assert any("_lrelu_blur" in e["name"] for e in nchw["top"])
+
+
 def test_count_sees_host_syncs_and_launches():
     """The counter's rules on a few ops: views and allocations launch nothing; a _foreach_ op over
     many tensors takes several launches; .item() of a device value is a host sync, of a tensor
