@@ -428,15 +428,16 @@ if HAS_TRITON:
     # "blur after the mask" (B(m * v)) or "blur before it" (m * B(g)), each the other's adjoint, so
     # the gradients of any order are these two again (R1's double backward included), the mask's
     # derivative being zero almost everywhere. One program reads its tile's 3x3 neighbourhoods
-    # straight from memory (NCHW rows, one channel's plane per row), so y is written once instead
-    # of bias_lrelu writing it and the blur reading it back.
+    # straight from memory, so y is written once instead of bias_lrelu writing it and the blur
+    # reading it back. PER_ROW (NCHW): a row is one channel's plane and a tile spans positions in
+    # it; else (channels_last) a row is one position's channels and the neighbours are whole rows.
     @triton.jit
     def _lrelu_blur_kernel(
-        X, B, V, OUT,  # [R, H * W] NCHW rows: conv output x, bias [C], values v (as x), result
+        X, B, V, OUT,  # [R, L] rows in x's layout: conv output x, bias [C], values v (as x), result
         M,             # [2] (gain * slope, gain) in the compute dtype: exact in fp64 as well
-        PDB,           # when SUM_BIAS: partial sums of OUT per row and tile, [R, n_lblocks], M's dtype
-        R, H, W, C, n_lblocks,
-        BLUR_FIRST: tl.constexpr, FORWARD: tl.constexpr, SUM_BIAS: tl.constexpr,
+        PDB,           # when SUM_BIAS: partial sums of OUT, [R, n_lblocks] if PER_ROW else [n_rblocks, C]
+        R, L, H, W, C, n_lblocks,
+        BLUR_FIRST: tl.constexpr, FORWARD: tl.constexpr, SUM_BIAS: tl.constexpr, PER_ROW: tl.constexpr,
         BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
     ):
         """BLUR_FIRST: OUT = m * B(V). Else OUT = B(m * V), with V = x + b itself when FORWARD."""
@@ -445,15 +446,19 @@ if HAS_TRITON:
         rb, lb = pid // n_lblocks, pid % n_lblocks
         r = rb * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
         l = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # [BLOCK_L]
-        h, w = l // W, l % W
-        mask = (r < R)[:, None] & (l < H * W)[None, :]
-        row = r.to(tl.int64)[:, None] * (H * W)
-        b = tl.load(B + r % C, mask=r < R, other=0.0).to(lo.dtype)[:, None]
+        mask = (r < R)[:, None] & (l < L)[None, :]
+        at = r.to(tl.int64)[:, None] * L + l[None, :]  # the tile's elements
+        if PER_ROW:  # position l of plane r
+            h, w = (l // W)[None, :], (l % W)[None, :]
+            b = tl.load(B + r % C, mask=r < R, other=0.0).to(lo.dtype)[:, None]
+        else:  # channel l of position r
+            h, w = ((r % (H * W)) // W)[:, None], (r % W)[:, None]
+            b = tl.load(B + l, mask=l < L, other=0.0).to(lo.dtype)[None, :]
         acc = tl.zeros([BLOCK_R, BLOCK_L], dtype=lo.dtype)
         for i in tl.static_range(9):  # the 3x3 taps, (2 - dh^2)(2 - dw^2) / 16: 1, 2 or 4 sixteenths
             dh, dw = i // 3 - 1, i % 3 - 1
-            ok = mask & ((h + dh >= 0) & (h + dh < H) & (w + dw >= 0) & (w + dw < W))[None, :]
-            q = row + (l + dh * W + dw)[None, :]
+            ok = mask & (h + dh >= 0) & (h + dh < H) & (w + dw >= 0) & (w + dw < W)
+            q = at + ((dh * W + dw) if PER_ROW else (dh * W + dw) * L)
             if BLUR_FIRST:
                 t = tl.load(V + q, mask=ok, other=0.0).to(lo.dtype)
             else:
@@ -462,11 +467,15 @@ if HAS_TRITON:
                 t = tl.where(ok, tl.where(u > 0, hi, lo) * v, 0.0)  # zero padding: nothing outside
             acc += t * ((2 - dh * dh) * (2 - dw * dw) / 16.0)
         if BLUR_FIRST:
-            u = tl.load(X + row + l[None, :], mask=mask, other=0.0).to(lo.dtype) + b
+            u = tl.load(X + at, mask=mask, other=0.0).to(lo.dtype) + b
             acc = tl.where(u > 0, hi, lo) * acc
-        tl.store(OUT + row + l[None, :], acc.to(OUT.dtype.element_ty), mask=mask)
+        tl.store(OUT + at, acc.to(OUT.dtype.element_ty), mask=mask)
         if SUM_BIAS:
-            tl.store(PDB + r.to(tl.int64) * n_lblocks + lb, tl.sum(tl.where(mask, acc, 0.0), axis=1), mask=r < R)
+            acc = tl.where(mask, acc, 0.0)
+            if PER_ROW:
+                tl.store(PDB + r.to(tl.int64) * n_lblocks + lb, tl.sum(acc, axis=1), mask=r < R)
+            else:
+                tl.store(PDB + rb.to(tl.int64) * L + l, tl.sum(acc, axis=0), mask=l < L)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -650,19 +659,26 @@ def _mask_values(slope, gain, device, dtype):  # cached: no copy to the device p
 
 
 def _lrelu_blur(x, bias, v, slope, gain, blur_first, sum_bias=False):
-    """_lrelu_blur_kernel over NCHW-contiguous x [N, C, H, W]: B(m * (x + b)) when v is None (the
-    forward), m * B(v) when blur_first, else B(m * v); and with sum_bias the per-channel sums of the
-    result (the bias gradient; fp32, or fp64 for fp64) or None."""
-    forward, v = v is None, (x if v is None else v).contiguous()
+    """_lrelu_blur_kernel over x [N, C, H, W], NCHW- or channels_last-contiguous: B(m * (x + b)) when
+    v is None (the forward), m * B(v) when blur_first, else B(m * v) (v taken into x's layout); and
+    with sum_bias the per-channel sums of the result (the bias gradient; fp32, or fp64 for fp64) or
+    None."""
+    forward = v is None
+    v = x if forward else (v if v.stride() == x.stride() else torch.empty_like(x, dtype=v.dtype).copy_(v))
     out, acc = torch.empty_like(v), torch.promote_types(v.dtype, torch.float32)
     N, C, H, W = x.shape
-    R, _, _, BLOCK_R, BLOCK_L, n_lblocks, grid = _rows_plan(x)  # NCHW rows: one channel's plane each
-    pdb = torch.empty((R, n_lblocks), device=x.device, dtype=acc) if sum_bias else out  # else a placeholder
+    R, L, per_row, BLOCK_R, BLOCK_L, n_lblocks, grid = _rows_plan(x)
+    n_rblocks = triton.cdiv(R, BLOCK_R)
+    pdb = torch.empty((R, n_lblocks) if per_row else (n_rblocks, C), device=x.device, dtype=acc) \
+        if sum_bias else out  # else a placeholder, never written
     _lrelu_blur_kernel[grid](
-        X=x, B=bias, V=v, OUT=out, M=_mask_values(slope, gain, x.device, acc), PDB=pdb, R=R, H=H, W=W, C=C,
-        n_lblocks=n_lblocks, BLUR_FIRST=blur_first, FORWARD=forward, SUM_BIAS=sum_bias, BLOCK_R=BLOCK_R,
-        BLOCK_L=BLOCK_L, num_warps=_num_warps(BLOCK_R * BLOCK_L))
-    return out, (_sum_partials(pdb, None, N, C, n_lblocks)[0] if sum_bias else None)
+        X=x, B=bias, V=v, OUT=out, M=_mask_values(slope, gain, x.device, acc), PDB=pdb, R=R, L=L, H=H, W=W,
+        C=C, n_lblocks=n_lblocks, BLUR_FIRST=blur_first, FORWARD=forward, SUM_BIAS=sum_bias, PER_ROW=per_row,
+        BLOCK_R=BLOCK_R, BLOCK_L=BLOCK_L, num_warps=_num_warps(BLOCK_R * BLOCK_L))
+    if not sum_bias:
+        return out, None
+    n, n_chunks = (N, n_lblocks) if per_row else (n_rblocks, 1)  # pdb as [n, C, n_chunks]
+    return out, _sum_partials(pdb, None, n, C, n_chunks)[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1021,12 +1037,12 @@ def blur2d(x, *, impl="auto"):
 def bias_lrelu_blur(x, bias, *, slope=0.2, gain=1.0, impl="auto"):
     """blur2d(bias_lrelu(x, bias)) for x [N, C, H, W]: the discriminator's conv -> lrelu -> blur
     before it downsamples. In Triton one pass that writes only the blurred output (the unblurred
-    activation is never stored), with gradients of any order (_BiasLReLUBlur); elsewhere, or for a
-    tensor that is not NCHW-contiguous, the two ops."""
+    activation is never stored), with gradients of any order (_BiasLReLUBlur), for x NCHW- or
+    channels_last-contiguous; elsewhere, or for another layout, the two ops."""
     if x.ndim != 4 or bias.shape != (x.shape[1],):
         raise ValueError(f"bias_lrelu_blur: x must be [N, C, H, W] with bias [C], got x {tuple(x.shape)}, "
                          f"bias {tuple(bias.shape)}")
-    if not (_use_triton(x, impl) and x.is_contiguous()):
+    if not (_use_triton(x, impl) and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))):
         return blur2d(bias_lrelu(x, bias, slope=slope, gain=gain, impl=impl), impl=impl)
     if not (gain > 0 and slope >= 0):
         raise ValueError(f"bias_lrelu_blur (Triton): needs gain > 0 and slope >= 0, got gain={gain}, slope={slope}")

@@ -166,15 +166,18 @@ def test_count_of_lazy_r1_is_the_average_iteration():
 
 
 def test_count_in_channels_last():
-    """--memory-format channels_last in the count: the same work; the fused D blur falls back to two
-    ops in that layout (bias_lrelu_blur takes NCHW-contiguous tensors), so more launches and bytes."""
+    """--memory-format channels_last in the count: the same work, every fused kernel in that layout
+    too (D's bias_lrelu_blur included), so about the same launches and bytes (at 1024: 1,158 and
+    41.4 GB against 1,112 and 41.1; the AdaIN kernels split channels_last planes into more chunks)."""
     cfg = sg.StyleGANConfig(**bench.SMOKE_CFG)
     nchw, cl = (bench.summarize_count(bench.count_step(cfg, 16, 8, layout=layout), 16, 8, top=100)
                 for layout in ("nchw", "channels_last"))
-    assert cl["tflop"] == pytest.approx(nchw["tflop"], rel=0.02)
-    assert cl["launches"] > nchw["launches"] and cl["gb"] > nchw["gb"]
-    assert not any("_lrelu_blur" in e["name"] for e in cl["top"])
-    assert any("_lrelu_blur" in e["name"] for e in nchw["top"])
+    assert cl["tflop"] == pytest.approx(nchw["tflop"])
+    assert nchw["launches"] <= cl["launches"] <= 1.1 * nchw["launches"] and cl["gb"] <= 1.05 * nchw["gb"]
+    launches = [{e["name"]: e["launches"] for e in r["top"]} for r in (nchw, cl)]
+    for name in ("triton _lrelu_blur_kernel", "aten.convolution (depthwise)"):  # no fallback to the two ops
+        assert launches[0].get(name) == launches[1].get(name), name
+    assert launches[1]["triton _lrelu_blur_kernel"] > 0
 
 
 def test_count_sees_host_syncs_and_launches():

@@ -291,13 +291,15 @@ BLUR_CASES = [(2, 3, 5, 7), (1, 2, 1, 1), (3, 2, 64, 48)]  # odd sizes, one pixe
 
 @pytest.mark.parametrize("shape", BLUR_CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
-def test_bias_lrelu_blur_is_the_two_ops(shape, dtype):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_bias_lrelu_blur_is_the_two_ops(shape, dtype, layout):
     """The fused kernel's output, dx and db against blur2d_ref(bias_lrelu_ref(...)) in the same dtype
-    (fp64: to 1e-12; fp32 1e-5, the bias sums cancel; bf16 1e-2, its output rounding), gain sqrt(2) and 1."""
+    (fp64: to 1e-12; fp32 1e-5, the bias sums cancel; bf16 1e-2, its output rounding), gain sqrt(2) and 1,
+    NCHW and channels_last (whose rows are positions, the neighbours whole rows)."""
     torch.manual_seed(3)
     tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
     for gain in (math.sqrt(2), 1.0):
-        x = randn(*shape).to(dtype).requires_grad_(True)
+        x = randn(*shape).to(dtype).contiguous(memory_format=layout).requires_grad_(True)
         bias = randn(shape[1]).to(torch.float64 if dtype == torch.float64 else torch.float32).requires_grad_(True)
         g = randn(*shape).to(dtype)
         outs = []
@@ -308,15 +310,17 @@ def test_bias_lrelu_blur_is_the_two_ops(shape, dtype):
             assert_close(got, want, tol, f"{name} {dtype} gain {gain:.3f}")
 
 
-def test_bias_lrelu_blur_second_order():
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_bias_lrelu_blur_second_order(layout):
     """R1 through conv -> bias_lrelu_blur -> dense (a discriminator block in small): the input
     gradient and its squared norm's gradient in every parameter, fused in fp64 against the two
-    reference ops in fp64, to 1e-12."""
+    reference ops in fp64, to 1e-12; the fused side in NCHW and in channels_last."""
     torch.manual_seed(4)
     x, W1, b1 = randn(3, 2, 6, 5), randn(4, 2, 3, 3) * 0.5, randn(4)
     W2, b2, v = randn(4 * 6 * 5, 7) * 0.1, randn(7), randn(3, 7)
     outs = []
     for fused in (True, False):
+        x, W1 = (t.contiguous(memory_format=layout if fused else torch.contiguous_format) for t in (x, W1))
         leaves = [t.double().detach().requires_grad_(True) for t in (x, W1, b1, W2, b2)]
         xx, w1, bb1, w2, bb2 = leaves
         conv = F.conv2d(xx, w1, padding=1)
@@ -341,13 +345,14 @@ def test_bias_lrelu_blur_gradgradcheck():
 
 
 def test_bias_lrelu_blur_falls_back_to_the_two_ops(monkeypatch):
-    """channels_last input, or impl="ref": the two ops, with the same values."""
+    """Neither NCHW- nor channels_last-contiguous input (here a strided view), or impl="ref": the two
+    ops, with the same values."""
     torch.manual_seed(6)
-    x, bias = randn(2, 3, 5, 4), randn(3)
+    x, bias = randn(2, 3, 5, 8)[..., ::2], randn(3)
     want = kernels.bias_lrelu_blur_ref(x, bias)
     calls = []
     monkeypatch.setattr(kernels, "_lrelu_blur", lambda *a, **k: calls.append(1))
-    for impl, t in (("triton", x.to(memory_format=torch.channels_last)), ("ref", x)):
+    for impl, t in (("triton", x), ("ref", x)):
         assert_close(kernels.bias_lrelu_blur(t, bias, impl=impl), want, 1e-6, impl)
     assert not calls
 
@@ -589,9 +594,10 @@ for xd, (bc, bhw), on in itertools.product(('fp32', 'bf16'), ((64, 16), (32, 128
     build(K._bias_lrelu_fwd_kernel, xd, dict(BIAS_PER_ROW=on, BLOCK_R=bc, BLOCK_L=bhw))
     for sum_bias in (False, True):
         build(K._lrelu_grad_kernel, xd, dict(SUM_BIAS=sum_bias, BIAS_PER_ROW=on, BLOCK_R=bc, BLOCK_L=bhw))
-    for blur_first, forward in ((False, True), (True, False), (False, False)):
+    for (blur_first, forward), per_row in itertools.product(((False, True), (True, False), (False, False)),
+                                                             (False, True)):
         build(K._lrelu_blur_kernel, xd, dict(BLUR_FIRST=blur_first, FORWARD=forward, SUM_BIAS=on and blur_first,
-                                             BLOCK_R=bc, BLOCK_L=bhw))
+                                             PER_ROW=per_row, BLOCK_R=bc, BLOCK_L=bhw))
 build(K._adain_fwd_kernel, 'fp16', dict(HAS_NOISE=False, BLUR=False, HAS_STATS=False, BLOCK_C=1, BLOCK_HW=4096), 'i64')
 build(K._adain_bwd_kernel, 'fp16', dict(HAS_NOISE=True, BLUR=True, HAS_SUMS=True, BLOCK_C=1, BLOCK_HW=4096), 'i64')
 build(K._lrelu_grad_kernel, 'fp16', dict(SUM_BIAS=True, BIAS_PER_ROW=True, BLOCK_R=1, BLOCK_L=2048), 'i64')
