@@ -464,7 +464,7 @@ def graphs_run(cfg, device, amp, res, batch, steps, graphs, layout="nchw"):
                     phase_key=(res, False))
     step = train.GraphedStep() if graphs else train.eager_step
     torch.manual_seed(0)
-    reals = torch.rand(batch, cfg.num_channels, res, res, device=device) * 2 - 1
+    reals = train.on_device(torch.rand(batch, cfg.num_channels, res, res) * 2 - 1, device, targs.memory_format)
     times = []
     for i in range(steps):
         torch.manual_seed(i)
@@ -483,8 +483,9 @@ def bench_graphs(args, cfg, device):
         print("\ngraphs: skipped (CUDA graphs need a CUDA GPU)")
         return dict(rows=[], note="skipped: CUDA graphs need a CUDA GPU")
     steps = max(args.steps, 2 * train.GraphedStep.WARMUP + 3)
-    print(f"\nCUDA graphs (train.py --cuda-graphs) against eager steps, amp {args.amp}: {steps} steps each from the "
-          f"same weights and seeds; weight difference: the largest over weight tensors of max|w - w_eager| / max|w_eager|")
+    print(f"\nCUDA graphs (train.py --cuda-graphs) against eager steps, amp {args.amp}: {steps} steps each from "
+          f"the same weights and seeds; weight difference: the largest over weight tensors of "
+          f"max|w - w_eager| / max|w_eager|")
     print(f"{'res':>5s} {'batch':>5s} | {'eager img/s':>11s} {'graphs img/s':>12s} {'x':>6s} | "
           f"{'graphs diff':>11s} {'eager rerun diff':>16s}")
     rows, progress = [], Progress("graphs", len(args.train_res))

@@ -492,6 +492,12 @@ def _dense(x):
     return x.contiguous()
 
 
+def _in_layout(t, like):
+    """t with like's strides (its values; a copy only where the layouts differ), for kernels that walk
+    several same-shaped tensors with one set of offsets."""
+    return t if t.stride() == like.stride() else torch.empty_like(like, dtype=t.dtype).copy_(t)
+
+
 def _plane_strides(t):
     """(sn, sc, shw): strides of a [N, C, H, W] tensor over n, c and the flattened h * w, copying t
     first if its H and W do not flatten into one axis. Returns (t, strides)."""
@@ -636,8 +642,7 @@ def _lrelu_grad(g, y, slope, gain, sum_bias=False):
     """dx [like y] and, with sum_bias, the bias gradient [C] in fp32 (fp64 for fp64 y; else None)."""
     dx = torch.empty_like(y)  # y is dense, so dx has its strides
     C, acc = y.shape[1], torch.promote_types(y.dtype, torch.float32)
-    if g.stride() != y.stride():  # one layout for all three tensors
-        g = torch.empty_like(y).copy_(g)
+    g = _in_layout(g, y)  # one layout for all three tensors
     if y.numel() == 0:
         return dx, (torch.zeros(C, device=y.device, dtype=acc) if sum_bias else None)
     R, L, per_row, BLOCK_R, BLOCK_L, n_lblocks, grid = _rows_plan(y)
@@ -664,7 +669,7 @@ def _lrelu_blur(x, bias, v, slope, gain, blur_first, sum_bias=False):
     with sum_bias the per-channel sums of the result (the bias gradient; fp32, or fp64 for fp64) or
     None."""
     forward = v is None
-    v = x if forward else (v if v.stride() == x.stride() else torch.empty_like(x, dtype=v.dtype).copy_(v))
+    v = x if forward else _in_layout(v, x)
     out, acc = torch.empty_like(v), torch.promote_types(v.dtype, torch.float32)
     N, C, H, W = x.shape
     R, L, per_row, BLOCK_R, BLOCK_L, n_lblocks, grid = _rows_plan(x)

@@ -96,7 +96,8 @@ def add_network_flags(p):
                    help="a generator of the paper's Tables 1, 2 and 4 with its style mixing probability "
                    "(stylegan.PAPER_CONFIGS): " + ", ".join(sg.PAPER_CONFIGS) + ". Default: table1-f, "
                    "the full StyleGAN; --mapping-layers, --no-noise and --mixing given explicitly win")
-    g.add_argument("--mbstd-group", type=int, default=4, help="minibatch stddev group size (official 4); 0 or 1 = no stddev layer, as the official D")
+    g.add_argument("--mbstd-group", type=int, default=4, help="minibatch stddev group size (official 4); 0 or 1 "
+                   "= no stddev layer, as the official D")
 
 
 def arg_parser():
@@ -460,11 +461,12 @@ def fade_reals(reals, alpha):
 class GraphedStep:
     """train_step, captured as a CUDA graph once per stable phase and then replayed. Within a stable
     phase the shapes, the learning rate and the EMA's beta are fixed; a fading phase changes alpha
-    every step, and --lr-rampdown the learning rate, so those steps run eagerly. Each call copies its reals and latents into the graph's static
-    inputs; the noise and the style mixing are drawn inside the step from the CUDA generator, which
-    a replay advances as eager calls do (and next_batch reseeds it each step). Lazy R1 gives two
-    graphs, with and without the penalty. Before each capture the step runs WARMUP times eagerly
-    on a side stream (PyTorch's recipe: cuDNN and Triton pick their kernels, Adam makes its state).
+    every step, and --lr-rampdown the learning rate, so those steps run eagerly. Each call copies its
+    reals and latents into the graph's static inputs; the noise and the style mixing are drawn inside
+    the step from the CUDA generator, which a replay advances as eager calls do (and next_batch
+    reseeds it each step). Lazy R1 gives two graphs, with and without the penalty. Before each
+    capture the step runs WARMUP times eagerly on a side stream (PyTorch's recipe: cuDNN and Triton
+    pick their kernels, Adam makes its state).
     Needs one process (the gradient all-reduce is not captured) and no fp16 loss scaling (it reads
     the scale on the host): prepare() refuses the rest."""
 

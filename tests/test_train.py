@@ -537,10 +537,10 @@ def test_lr_rampdown_falls_along_a_half_cosine(tmp_path):
     assert train.get_args([]).lr_rampdown == 0.4  # the quick preset's
     run_dir = run(tmp_path, "--kimg", "0.128", "--lr-rampdown", "0.5", "--tick-kimg", "0.016", "--lr", "0.002")
     rows = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl")) if '"lr"' in line]
+    run_args = train.get_args(TINY + ["--kimg", "0.128", "--lr-rampdown", "0.5"])
     for row in rows:  # each tick logs the rate of its last step, taken at kimg - batch
         nimg = row["kimg"] * 1000 - 8
-        assert row["lr"] == pytest.approx(0.002 * train.lr_ramp(nimg, train.get_args(TINY + ["--kimg", "0.128",
-                                                                                                   "--lr-rampdown", "0.5"])))
+        assert row["lr"] == pytest.approx(0.002 * train.lr_ramp(nimg, run_args))
     assert rows[0]["lr"] == 0.002 and 0 < rows[-1]["lr"] < 0.0002
     with pytest.raises(SystemExit):
         train.get_args(["--lr-rampdown", "1.5"])
@@ -837,8 +837,9 @@ def test_graphed_steps_are_the_eager_steps(monkeypatch):
         assert torch.equal(*losses), i
     assert runner.captured == [(4, False)] * 2 + [(8, False)] * 2
     assert runner.replays == 2 * (10 - 2 * train.GraphedStep.WARMUP)
-    for a, b in zip([*plain.G.state_dict().values(), *plain.D.state_dict().values(), *plain.G_ema.state_dict().values()],
-                    [*graphed.G.state_dict().values(), *graphed.D.state_dict().values(), *graphed.G_ema.state_dict().values()]):
+    def weights(s):
+        return [t for net in (s.G, s.D, s.G_ema) for t in net.state_dict().values()]
+    for a, b in zip(weights(plain), weights(graphed)):
         assert torch.equal(a, b)
     for a, b in ((plain.opt_D, graphed.opt_D), (plain.opt_G, graphed.opt_G)):
         for sa, sb in zip(a.state.values(), b.state.values()):
