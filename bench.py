@@ -1007,8 +1007,7 @@ def rosinality_nets(module, device, layout):
 
 
 def bench_rosinality(args, device, meta):
-    targs = train.get_args(["--data", "builtin", "--res", "1024"])
-    targs.device, targs.amp = device, "off"  # fp32: their port has no mixed precision
+    targs = step_args(sg.StyleGANConfig(), device, "off", args.memory_format)  # fp32: theirs has no mixed precision
     nets = rosinality_nets(load_rosinality(args.rosinality), device, args.memory_format)
     print(f"\nrosinality: one training iteration (D step with R1, G step, Adam; mixing {targs.mixing}, alpha 1, "
           f"fp32) of ours (kernels {args.impl}) and of rosinality's port ({args.rosinality}), interleaved, "
