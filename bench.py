@@ -829,8 +829,8 @@ def count_iteration(cfg, res, batch, impl, amp, r1_every, r1_precision, regulari
         if layout == "channels_last":  # train.on_device's layout (Module.to cannot swap fake parameters)
             for t in [t for net in (G, D, G_ema) for t in (*net.parameters(), *net.buffers()) if t.ndim == 4]:
                 t.data = t.data.contiguous(memory_format=torch.channels_last)
-        targs = train.get_args(["--data", "builtin", "--res", str(cfg.resolution)])
-        targs.device, targs.amp, targs.r1_every, targs.r1_precision = torch.device("cpu"), amp, r1_every, r1_precision
+        targs = step_args(cfg, torch.device("cpu"), amp, layout)
+        targs.r1_every, targs.r1_precision = r1_every, r1_precision
         phase = train.Phase(res, 1.0, batch, train.LR.get(res, 0.001))
         opt_G, opt_D = train.adam(G, phase.lr), train.adam(D, phase.lr, train.d_ratio(targs))
         scalers = train.make_scalers(targs)
