@@ -144,10 +144,17 @@ class EqualLinear(nn.Module):
         return F.linear(x, w, b)  # the bias added by the matmul itself
 
 
+# The official code fuses upsampling + conv (G) and conv + downsampling (D) into one stride-2
+# (transposed) conv with a 4x4 kernel at 128x128 and above (fused_scale="auto"): the same function of
+# the same 3x3 parameters, with 16 multiply-adds per output instead of 36 (G) or 9 x 4 (D), for the
+# cost of making the 4x4 kernel. fuse_resampling moves the threshold (train.on_device does on a CPU).
+FUSED_FROM = 128
+
+
 class EqualConv2d(nn.Module):
     """Conv with equalized lr. up=True: 2x upsample first; down=True: 2x downsample after.
     fused=True turns the resampling into one stride-2 (transposed) conv whose 4x4 kernel is the sum
-    of the four shifted 3x3 kernels, as the official code does at 128x128 and above."""
+    of the four shifted 3x3 kernels (see FUSED_FROM)."""
 
     def __init__(self, in_channels, out_channels, kernel, gain=math.sqrt(2), up=False, down=False,
                  fused=False, bias=True):
@@ -156,15 +163,18 @@ class EqualConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.w_scale = gain / math.sqrt(in_channels * kernel * kernel)
         self.up, self.down, self.fused = up, down, fused
+        self.stored_fused = fused  # the official form of this layer, which fixes its kernel's orientation
 
     def kernel(self):
         """(kernel, scale) whose product is the run-time weight (see scale_weights). Fused: the sum of
         the four shifted kernels is 4x a 2x2 box filter over the zero-padded kernel, so 4 joins
         w_scale; x0.25 when downsampling (average pooling), none in G: nearest upsampling copies, it
-        does not average."""
+        does not average. A transposed conv correlates with the flipped kernel, so an upsampling
+        layer run in the other form than the official one (fuse_resampling) flips its kernel."""
+        w = self.weight.flip(2, 3) if self.up and self.fused != self.stored_fused else self.weight
         if not self.fused:
-            return self.weight, self.w_scale
-        return F.avg_pool2d(self.weight, 2, stride=1, padding=1), self.w_scale * (4 if self.up else 1)
+            return w, self.w_scale
+        return F.avg_pool2d(w, 2, stride=1, padding=1), self.w_scale * (4 if self.up else 1)
 
     def conv(self, x, weights=None):
         """x convolved with the run-time weight: weights[self] (scale_weights), or made here if None."""
@@ -304,7 +314,7 @@ class SynthesisBlock(nn.Module):
             # match ProGAN's, no bias of its own (the epilogue's is per channel)
             self.dense = EqualLinear(cfg.w_dim, out_ch * 16, gain=math.sqrt(2) / 4, bias=False)
         else:
-            self.conv0 = EqualConv2d(cfg.nf(stage - 2), out_ch, 3, up=True, fused=res >= 128,
+            self.conv0 = EqualConv2d(cfg.nf(stage - 2), out_ch, 3, up=True, fused=res >= FUSED_FROM,
                                      bias=False)  # the biases of synthesis convs are the epilogue's
         self.epi0 = LayerEpilogue(cfg, out_ch, res)
         self.conv1 = EqualConv2d(out_ch, out_ch, 3, bias=False)
@@ -489,13 +499,15 @@ def minibatch_stddev(x, group_size=4, num_features=1):
 
 
 class DiscriminatorBlock(nn.Module):
-    """conv 3x3 -> lrelu -> blur -> downsample-conv 3x3 -> lrelu (fused at inputs >= 128)."""
+    """conv 3x3 -> lrelu -> blur -> downsample-conv 3x3 -> lrelu (fused at inputs >= FUSED_FROM)."""
 
     def __init__(self, cfg, res):
         super().__init__()
         stage = int(math.log2(res))
         self.conv0 = EqualConv2d(cfg.nf(stage - 1), cfg.nf(stage - 1), 3)
-        self.conv1 = EqualConv2d(cfg.nf(stage - 1), cfg.nf(stage - 2), 3, down=True, fused=res >= 128)
+        self.conv1 = EqualConv2d(cfg.nf(stage - 1), cfg.nf(stage - 2), 3, down=True,
+                                  fused=res >= FUSED_FROM)
+        self.res = res
 
     def forward(self, x, weights):
         x = kernels.bias_lrelu_blur(self.conv0.conv(x, weights), self.conv0.bias)  # conv0's lrelu, blurred
@@ -535,6 +547,17 @@ class Discriminator(nn.Module):
         x = self.conv(x, weights, act=True)
         x = self.dense0(x.flatten(1), weights, act=True)
         return self.dense1(x, weights)
+
+
+def fuse_resampling(net, from_res=FUSED_FROM):
+    """G or D with the resampling convs of its blocks at from_res and above fused, those below not
+    (FUSED_FROM): the same parameters and function (tests/test_model.py), another cost. Returns net."""
+    for block in net.modules():
+        if isinstance(block, SynthesisBlock) and block.res > 4:
+            block.conv0.fused = block.res >= from_res
+        elif isinstance(block, DiscriminatorBlock):
+            block.conv1.fused = block.res >= from_res
+    return net
 
 
 # ----------------------------------------------------------------------------------------------

@@ -867,14 +867,26 @@ def auto_layout(device):
     return "channels_last" if device.type == "cpu" else "nchw"
 
 
+# The lowest resolution whose resampling convs run fused (stylegan.FUSED_FROM) per device type. On a
+# CPU, where convolutions set the pace, fusing from 16x16 cuts the multiply-adds (one training step of
+# the full-size networks, batch 16, 2 cores, 2026-12-01: 10.4 -> 8.4 s at 32x32, 2.63 -> 2.29 s at
+# 16x16); at 8x8 oneDNN's transposed conv on 4x4 inputs is slower (0.76 -> 0.84 s), so 8 stays as it
+# is. CUDA keeps the official 128: below it, making the 4x4 kernels of the 512-channel layers moves
+# more bytes than the convolutions save (bench.py --parts count at 1024: +1.0 GB for -0.3 ms of FLOPs).
+FUSED_FROM = {"cpu": 16}
+
+
 def on_device(x, device, layout="nchw"):
-    """A network or a batch on device, in layout (--memory-format): "nchw", or "channels_last" (NHWC).
-    The same math in either (tests/test_train.py). On a CPU oneDNN's convolutions run faster in
-    channels_last (one training step, 2 cores, 2026-12-01: the quick-start networks at 32x32 91 ms
-    instead of 111, the full-size ones at 32x32, batch 16, 9.6-10.0 s instead of 10.8-11.4), so auto
-    picks it there; CUDA keeps NCHW, the layout the kernels were counted and tuned in, until a GPU run
-    has measured the other (.ci/gpu does)."""
+    """A network or a batch on device, in layout (--memory-format): "nchw", or "channels_last" (NHWC),
+    and a network with its resampling convs fused from FUSED_FROM's resolution for the device. The
+    same math in any layout and either fusion (tests/test_train.py, tests/test_model.py). On a CPU
+    oneDNN's convolutions run faster in channels_last (one training step, 2 cores, 2026-12-01: the
+    quick-start networks at 32x32 91 ms instead of 111, the full-size ones at 32x32, batch 16,
+    9.6-10.0 s instead of 10.8-11.4), so auto picks it there; CUDA keeps NCHW, the layout the kernels
+    were counted and tuned in, until a GPU run has measured the other (.ci/gpu does)."""
     x = x.to(device)
+    if isinstance(x, torch.nn.Module):
+        sg.fuse_resampling(x, FUSED_FROM.get(torch.device(device).type, sg.FUSED_FROM))
     if layout != "channels_last":
         return x
     if isinstance(x, torch.nn.Module):

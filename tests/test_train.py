@@ -784,6 +784,20 @@ def test_memory_format_flag(tmp_path):
         sg.load_generator(os.path.join(run_dir, "ckpt.pt"))
 
 
+def test_on_device_fuses_resampling_from_16_on_a_cpu():
+    """on_device runs a CPU's resampling convs fused from 16x16 up (train.FUSED_FROM; the same
+    function, tests/test_model.py) and leaves the official form, fused from 128, to CUDA."""
+    cfg = sg.StyleGANConfig(resolution=256, fmap_base=2048, fmap_max=8, z_dim=8, w_dim=8, mapping_fmaps=8)
+    G, D = sg.Generator(cfg), sg.Discriminator(cfg)
+    official = {b.res: b.conv0.fused for b in G.synthesis.blocks if b.res > 4}
+    assert official == {r: r >= 128 for r in (8, 16, 32, 64, 128, 256)}
+    G, D = (train.on_device(net, "cpu") for net in (G, D))
+    assert {b.res: b.conv0.fused for b in G.synthesis.blocks if b.res > 4} == {r: r >= 16 for r in official}
+    assert {b.res: b.conv1.fused for b in D.blocks} == {r: r >= 16 for r in official}
+    sg.fuse_resampling(G)  # the official form back
+    assert {b.res: b.conv0.fused for b in G.synthesis.blocks if b.res > 4} == official
+
+
 def test_resume_in_another_memory_format(tmp_path):
     """A checkpoint keeps the layout it was saved in (here NCHW), and the fused Adam walks a parameter
     and its moments as flat buffers: resumed mid-phase in channels_last, the moments follow the
