@@ -991,6 +991,11 @@ def _use_triton(x, impl):
     return ok
 
 
+def triton_path(x):
+    """True where the ops of this module run their Triton kernels on x (impl auto: kernels.IMPL)."""
+    return _use_triton(x, "auto")
+
+
 def noise_adain(x, noise, noise_weight, bias, scale, shift, *, slope=0.2, eps=1e-8, blur=False, impl="auto"):
     """StyleGAN layer epilogue, see noise_adain_ref. x [N, C, H, W] (fp32/bf16/fp16, NCHW or
     channels_last); noise [N or 1, 1, H, W] or None; noise_weight, bias [C]; scale, shift [N, C].
