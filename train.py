@@ -77,6 +77,8 @@ CFGS = {
     # 15 s), 44k 43.7 (4 min 34 s): within the spread, so 34k stays, with time to spare on slower machines.
     # Also (1 thread per run): the mapping network's lrmul 0.1 instead of the official 0.01 51.5 (s0) 51.4
     # (s1); --lr-rampdown 0.7 45.4 (s0) 52.4 (s1); Adam beta1 0.5 45.4 (s0) 50.2 (s1). None beats the preset.
+    # With the resampling convs fused from 16x16 (train.FUSED_FROM; 2 threads, s0): 46.0 in 2 min 59 s. Then
+    # (1 thread per run): batch 8 46.5 (s0) 48.1 (s1); 50k images 49.5 (s0) 44.7 (s1): no better.
     "quick": dict(res=32, fmap_base=256, fmap_max=64, w_dim=64, kimg=34, phase_kimg=3, batch=16, lr=0.01,
                   lr_rampdown=0.4, r1_gamma=1.0, ema_kimg=3, tick_kimg=4, snap_kimg=8, metrics="swd",
                   metrics_kimg=34, metrics_num=1024),
