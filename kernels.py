@@ -58,15 +58,18 @@ ELEMWISE_TILE = 2048
 # ----------------------------------------------------------------------------------------------
 # References (the specification)
 
-def noise_adain_ref(x, noise, noise_weight, bias, scale, shift, slope=0.2, eps=1e-8):
+def noise_adain_ref(x, noise, noise_weight, bias, scale, shift, slope=0.2, eps=1e-8, w_scale=1.0):
     """StyleGAN layer epilogue (official order): + noise * weight[c], + bias[c], leaky ReLU,
     instance norm over H, W (biased variance, fp32), then style: y * scale[n, c] + shift[n, c].
-    x [N, C, H, W]; noise [N, 1, H, W] or None; noise_weight, bias [C]; scale, shift [N, C]."""
+    x [N, C, H, W]; noise [N, 1, H, W] or None; noise_weight, bias [C]; scale, shift [N, C].
+    w_scale: x is a convolution made with unscaled weights, and the layer's equalized-lr scale is
+    applied here (w_scale * x), in the same op as the first addition."""
     acc = torch.promote_types(x.dtype, torch.float32)  # fp32, or fp64 for fp64 x (exact tests)
-    u = x.to(acc)
     if noise is not None:
-        u = u + noise_weight.to(acc).view(1, -1, 1, 1) * noise.to(acc)
-    u = u + bias.to(acc).view(1, -1, 1, 1)
+        u = torch.add(noise_weight.to(acc).view(1, -1, 1, 1) * noise.to(acc), x.to(acc), alpha=w_scale)
+        u = u + bias.to(acc).view(1, -1, 1, 1)
+    else:
+        u = torch.add(bias.to(acc).view(1, -1, 1, 1), x.to(acc), alpha=w_scale)
     t = F.leaky_relu(u, slope)
     mean = t.mean(dim=(2, 3), keepdim=True)
     var = (t - mean).square().mean(dim=(2, 3), keepdim=True)
@@ -75,11 +78,12 @@ def noise_adain_ref(x, noise, noise_weight, bias, scale, shift, slope=0.2, eps=1
     return y.to(x.dtype)
 
 
-def bias_lrelu_ref(x, bias, slope=0.2, gain=1.0):
-    """y = leaky_relu(x + bias[c]) * gain for x [N, C] or [N, C, H, W], computed in fp32 (a bf16 x
-    under autocast meets the fp32 bias unrounded) and returned in x's dtype."""
+def bias_lrelu_ref(x, bias, slope=0.2, gain=1.0, w_scale=1.0):
+    """y = leaky_relu(w_scale * x + bias[c]) * gain for x [N, C] or [N, C, H, W], computed in fp32 (a
+    bf16 x under autocast meets the fp32 bias unrounded) and returned in x's dtype. w_scale: the
+    equalized-lr scale of the layer that made x with unscaled weights."""
     acc = torch.promote_types(x.dtype, torch.float32)
-    y = F.leaky_relu(x.to(acc) + bias.to(acc).view(1, -1, *([1] * (x.ndim - 2))), slope)
+    y = F.leaky_relu(torch.add(bias.to(acc).view(1, -1, *([1] * (x.ndim - 2))), x.to(acc), alpha=w_scale), slope)
     return (y * gain if gain != 1.0 else y).to(x.dtype)
 
 
@@ -95,9 +99,9 @@ def blur2d_ref(x):
     return F.conv2d(x, blur_filter(x.device, x.dtype).expand(C, 1, 3, 3), padding=1, groups=C)
 
 
-def bias_lrelu_blur_ref(x, bias, slope=0.2, gain=1.0):
+def bias_lrelu_blur_ref(x, bias, slope=0.2, gain=1.0, w_scale=1.0):
     """blur2d_ref(bias_lrelu_ref(x, bias)): a discriminator block's first layer before it downsamples."""
-    return blur2d_ref(bias_lrelu_ref(x, bias, slope, gain))
+    return blur2d_ref(bias_lrelu_ref(x, bias, slope, gain, w_scale))
 
 
 def conv2d_ref(x, w, stride=1, padding=0, transposed=False):
@@ -140,10 +144,11 @@ if HAS_TRITON:
 
     @triton.jit
     def _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, HW, W, x_sn, x_sc, x_shw, nz_sn, nz_shw,
-                     HAS_NOISE: tl.constexpr, BLUR: tl.constexpr, BLOCK_HW: tl.constexpr):
-        """u = x + noise_weight[c] * noise + bias[c] in fp32 for one tile, the tile's noise row
-        (zeros without noise) and the tile's offsets into x. BLUR: x is first blurred, blur2d_ref's
-        [1,2,1] x [1,2,1] / 16 with zero padding, from each position's 3x3 neighbourhood in memory."""
+                     xs, HAS_NOISE: tl.constexpr, BLUR: tl.constexpr, BLOCK_HW: tl.constexpr):
+        """u = xs * x + noise_weight[c] * noise + bias[c] in fp32 for one tile (xs: the equalized-lr
+        scale of the convolution that made x), the tile's noise row (zeros without noise) and the
+        tile's offsets into x. BLUR: x is first blurred, blur2d_ref's [1,2,1] x [1,2,1] / 16 with zero
+        padding, from each position's 3x3 neighbourhood in memory."""
         offs = _adain_offsets(n, c, hw, x_sn, x_sc, x_shw)
         if BLUR:
             w = hw % W
@@ -156,6 +161,7 @@ if HAS_TRITON:
                 u += tap.to(tl.float32) * ((2 - dh * dh) * (2 - dw * dw) / 16.0)
         else:
             u = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+        u = u * xs
         nz = tl.zeros([BLOCK_HW], dtype=tl.float32)
         if HAS_NOISE:
             nz = tl.load(NOISE + n * nz_sn + hw.to(tl.int64) * nz_shw, mask=hw_ok, other=0.0)
@@ -172,7 +178,7 @@ if HAS_TRITON:
         NOISE,       # [N, 1, H, W] noise (strides nz_sn, nz_shw), read only when HAS_NOISE
         NW, B,       # [C] noise weight and bias
         CMEAN, CM2,  # [N * C, n_chunks] fp32 out: mean and sum of squared deviations per chunk
-        C, HW, W, n_cblocks, n_chunks, x_sn, x_sc, x_shw, nz_sn, nz_shw, slope,
+        C, HW, W, n_cblocks, n_chunks, x_sn, x_sc, x_shw, nz_sn, nz_shw, slope, xs,
         HAS_NOISE: tl.constexpr, BLUR: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):
         """First pass for split planes: per-chunk (mean, M2), combined later with Chan et al.'s
@@ -180,7 +186,7 @@ if HAS_TRITON:
         pid = tl.program_id(0)
         n, c, hw, chunk, c_ok, hw_ok, mask = _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C, BLOCK_HW)
         u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, HW, W, x_sn, x_sc, x_shw,
-                                   nz_sn, nz_shw, HAS_NOISE, BLUR, BLOCK_HW)
+                                   nz_sn, nz_shw, xs, HAS_NOISE, BLUR, BLOCK_HW)
         t = tl.where(u > 0, u, u * slope)
         count = tl.minimum(HW - chunk * BLOCK_HW, BLOCK_HW).to(tl.float32)
         cmean = tl.sum(tl.where(mask, t, 0.0), axis=1) / count
@@ -228,14 +234,14 @@ if HAS_TRITON:
         NW, B,         # [C] noise weight and bias
         SCALE, SHIFT,  # [N, C] style scale (ys + 1) and shift (yb), contiguous
         MEAN, RSTD,    # [N, C] fp32 plane statistics: read when HAS_STATS (split planes), else written
-        C, HW, W, n_cblocks, n_chunks, x_sn, x_sc, x_shw, nz_sn, nz_shw, slope, eps,
+        C, HW, W, n_cblocks, n_chunks, x_sn, x_sc, x_shw, nz_sn, nz_shw, slope, xs, eps,
         HAS_NOISE: tl.constexpr, BLUR: tl.constexpr, HAS_STATS: tl.constexpr, BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
         pid = tl.program_id(0)
         n, c, hw, chunk, c_ok, hw_ok, mask = _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C, BLOCK_HW)
         u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, HW, W, x_sn, x_sc, x_shw,
-                                   nz_sn, nz_shw, HAS_NOISE, BLUR, BLOCK_HW)
+                                   nz_sn, nz_shw, xs, HAS_NOISE, BLUR, BLOCK_HW)
         t = tl.where(u > 0, u, u * slope)
         nc = n * C + c  # [BLOCK_C] index into the [N, C] arrays
         if HAS_STATS:
@@ -258,8 +264,8 @@ if HAS_TRITON:
     # The instance norm backward (as for layer norm, Triton tutorial 05) with dxhat = s * g:
     #   dt_i = rstd * (dxhat_i - mean_j(dxhat_j) - xhat_i * mean_j(dxhat_j * xhat_j))
     #        = s * rstd * (g_i - (dh + xhat_i * ds) / M)
-    # then through the leaky ReLU and the sum u = x + w[c] * noise + b[c]:
-    #   du_i = dt_i * (1 if u_i > 0 else slope) = dx_i
+    # then through the leaky ReLU and the sum u = xs * x + w[c] * noise + b[c]:
+    #   du_i = dt_i * (1 if u_i > 0 else slope),  dx_i = xs * du_i
     #   db[c] = sum_{n, i} du_i     dw[c] = sum_{n, i} du_i * noise_i     dnoise_i = sum_c du_i * w[c]
     # t and xhat are recomputed from x (and the saved [N, C] mean and rstd) rather than stored.
     # dh and ds need the whole plane before any dx can be written: a tile holding whole planes sums
@@ -269,12 +275,12 @@ if HAS_TRITON:
 
     @triton.jit
     def _adain_recompute(X, G, NOISE, NW, B, MEAN, RSTD, n, c, hw, c_ok, hw_ok, mask, C, HW, W, x_sn, x_sc,
-                         x_shw, g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, HAS_NOISE: tl.constexpr,
+                         x_shw, g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, xs, HAS_NOISE: tl.constexpr,
                          BLUR: tl.constexpr, BLOCK_HW: tl.constexpr):
         """The backward's view of a tile: u and xhat recomputed from x and the saved statistics
         (nothing but [N, C] mean and rstd is kept from the forward), and g = dL/dy in fp32."""
         u, nz, offs = _adain_input(X, NOISE, NW, B, n, c, hw, c_ok, hw_ok, mask, HW, W, x_sn, x_sc, x_shw,
-                                   nz_sn, nz_shw, HAS_NOISE, BLUR, BLOCK_HW)
+                                   nz_sn, nz_shw, xs, HAS_NOISE, BLUR, BLOCK_HW)
         t = tl.where(u > 0, u, u * slope)
         nc = n * C + c
         mean = tl.load(MEAN + nc, mask=c_ok, other=0.0)
@@ -290,14 +296,14 @@ if HAS_TRITON:
         NOISE, NW, B,      # as in _adain_fwd_kernel
         MEAN, RSTD,        # [N, C] fp32 statistics saved by the forward
         PDSHIFT, PDSCALE,  # [N * C, n_chunks] fp32 out: per-chunk sums of g and g * xhat
-        C, HW, W, n_cblocks, n_chunks, x_sn, x_sc, x_shw, g_sn, g_sc, g_shw, nz_sn, nz_shw, slope,
+        C, HW, W, n_cblocks, n_chunks, x_sn, x_sc, x_shw, g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, xs,
         HAS_NOISE: tl.constexpr, BLUR: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):
         pid = tl.program_id(0)
         n, c, hw, chunk, c_ok, hw_ok, mask = _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C, BLOCK_HW)
         u, nz, offs, nc, rstd, xhat, g = _adain_recompute(
             X, G, NOISE, NW, B, MEAN, RSTD, n, c, hw, c_ok, hw_ok, mask, C, HW, W, x_sn, x_sc, x_shw,
-            g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, HAS_NOISE, BLUR, BLOCK_HW)
+            g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, xs, HAS_NOISE, BLUR, BLOCK_HW)
         out = nc * n_chunks + chunk
         tl.store(PDSHIFT + out, tl.sum(g, axis=1), mask=c_ok)
         tl.store(PDSCALE + out, tl.sum(g * xhat, axis=1), mask=c_ok)
@@ -311,7 +317,7 @@ if HAS_TRITON:
         MEAN, RSTD,        # [N, C] fp32 statistics saved by the forward
         DSHIFT, DSCALE,    # [N, C] fp32 dh and ds: read when HAS_SUMS (split planes), else written
         PDB, PDW,          # [N * C, n_chunks] fp32 out: partial sums of du and du * noise
-        C, HW, W, n_cblocks, n_chunks, x_sn, x_sc, x_shw, g_sn, g_sc, g_shw, nz_sn, nz_shw, slope,
+        C, HW, W, n_cblocks, n_chunks, x_sn, x_sc, x_shw, g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, xs,
         HAS_NOISE: tl.constexpr, BLUR: tl.constexpr, HAS_SUMS: tl.constexpr, BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
@@ -319,7 +325,7 @@ if HAS_TRITON:
         n, c, hw, chunk, c_ok, hw_ok, mask = _adain_tile(pid, C, HW, n_cblocks, n_chunks, BLOCK_C, BLOCK_HW)
         u, nz, offs, nc, rstd, xhat, g = _adain_recompute(
             X, G, NOISE, NW, B, MEAN, RSTD, n, c, hw, c_ok, hw_ok, mask, C, HW, W, x_sn, x_sc, x_shw,
-            g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, HAS_NOISE, BLUR, BLOCK_HW)
+            g_sn, g_sc, g_shw, nz_sn, nz_shw, slope, xs, HAS_NOISE, BLUR, BLOCK_HW)
         if HAS_SUMS:
             dh = tl.load(DSHIFT + nc, mask=c_ok, other=0.0)
             ds = tl.load(DSCALE + nc, mask=c_ok, other=0.0)
@@ -331,7 +337,7 @@ if HAS_TRITON:
         s = tl.load(SCALE + nc, mask=c_ok, other=0.0).to(tl.float32)
         dt = (s * rstd)[:, None] * (g - (dh[:, None] + xhat * ds[:, None]) / HW)
         du = tl.where(mask, tl.where(u > 0, dt, dt * slope), 0.0)
-        tl.store(DX + offs, du.to(DX.dtype.element_ty), mask=mask)
+        tl.store(DX + offs, (du * xs).to(DX.dtype.element_ty), mask=mask)  # x enters u as xs * x
         out = nc * n_chunks + chunk
         tl.store(PDB + out, tl.sum(du, axis=1), mask=c_ok)
         if HAS_NOISE:
@@ -370,15 +376,16 @@ if HAS_TRITON:
     def _bias_lrelu_fwd_kernel(
         X, Y,  # [R, L] x and y in memory order (row-major, contiguous); y in x's dtype
         B,     # [C] bias; channel of element (r, l) is r % C if BIAS_PER_ROW (NCHW) else l ([N, C], NHWC)
-        R, L, C, n_lblocks, slope, gain,
+        R, L, C, n_lblocks, slope, gain, xs,
         BIAS_PER_ROW: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
     ):
+        """y = leaky_relu(xs * x + b) * gain; xs: the equalized-lr scale of the layer that made x."""
         pid = tl.program_id(0)
         r = (pid // n_lblocks) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
         l = (pid % n_lblocks) * BLOCK_L + tl.arange(0, BLOCK_L)   # [BLOCK_L]
         mask = (r < R)[:, None] & (l < L)[None, :]
         offs = r.to(tl.int64)[:, None] * L + l[None, :]
-        v = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+        v = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) * xs
         if BIAS_PER_ROW:
             v = v + tl.load(B + r % C, mask=r < R, other=0.0).to(tl.float32)[:, None]
         else:
@@ -386,12 +393,12 @@ if HAS_TRITON:
         y = tl.where(v > 0, v, v * slope) * gain
         tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
 
-    # dL/dx = dL/dy * gain * (1 if x + b > 0 else slope). With gain > 0 and slope >= 0, y > 0
-    # exactly when x + b > 0, so the saved output y carries the mask (and the next conv already
+    # dL/dx = dL/dy * xs * gain * (1 if xs * x + b > 0 else slope). With gain > 0 and slope >= 0,
+    # y > 0 exactly when xs * x + b > 0, so the saved output y carries the mask (and the next conv already
     # keeps y alive: no extra memory). The map g -> dx is linear in g with a mask whose derivative in
     # y is zero almost everywhere, so its own backward is the same kernel applied to the incoming
     # gradient: that is the second-order gradient R1 and WGAN-GP need.
-    # The bias gradient db[c] = sum over n (and h, w) of dx is summed here from the fp32 dx while it
+    # The bias gradient db[c] = sum over n (and h, w) of dx / xs is summed here from the fp32 dx while it
     # is in registers: each program writes its tile's sums per channel (a row of the tile in NCHW,
     # a column in [N, C] and channels_last), and _sum_partials_kernel adds those up (one launch).
     @triton.jit
@@ -399,7 +406,7 @@ if HAS_TRITON:
         G, Y, DX,  # [R, L] incoming gradient, forward output, result; one layout (as the forward's X)
         PDB,       # fp32 (fp64 for fp64 y) out, when SUM_BIAS: partial db, [R, n_lblocks] if BIAS_PER_ROW
                    # else [n_rblocks, L]
-        R, L, n_lblocks, slope, gain,
+        R, L, n_lblocks, slope, gain, xs,
         SUM_BIAS: tl.constexpr, BIAS_PER_ROW: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
     ):
         pid = tl.program_id(0)
@@ -410,8 +417,8 @@ if HAS_TRITON:
         offs = r.to(tl.int64)[:, None] * L + l[None, :]
         g = tl.load(G + offs, mask=mask, other=0.0).to(tl.float32)
         y = tl.load(Y + offs, mask=mask, other=0.0).to(tl.float32)
-        dx = tl.where(y > 0, g, g * slope) * gain  # 0 where masked
-        tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=mask)
+        dx = tl.where(y > 0, g, g * slope) * gain  # 0 where masked; the gradient of xs * x + b
+        tl.store(DX + offs, (dx * xs).to(DX.dtype.element_ty), mask=mask)
         if SUM_BIAS:
             dx = dx.to(PDB.dtype.element_ty)
             if BIAS_PER_ROW:
@@ -423,9 +430,10 @@ if HAS_TRITON:
     # ------------------------------------------------------------------------------------------
     # Triton kernel: the discriminator's bias + leaky ReLU + blur in one pass, and its gradients
     #
-    # With m = gain * (1 if x + b > 0 else slope) and B the [1,2,1] blur (zero padding; symmetric, so
-    # its own adjoint), the forward is y = B(m * (x + b)) and its gradient dx = m * B(dy): both are
-    # "blur after the mask" (B(m * v)) or "blur before it" (m * B(g)), each the other's adjoint, so
+    # With u = xs * x + b (xs: the equalized-lr scale of the conv that made x), m = gain * (1 if u > 0
+    # else slope) and B the [1,2,1] blur (zero padding; symmetric, so its own adjoint), the forward is
+    # y = B(m * u) and its gradient dx = xs * m * B(dy): both are "blur after the mask" (B(m * v))
+    # or "blur before it" (m * B(g)), times a constant, each the other's adjoint, so
     # the gradients of any order are these two again (R1's double backward included), the mask's
     # derivative being zero almost everywhere. One program reads its tile's 3x3 neighbourhoods
     # straight from memory, so y is written once instead of bias_lrelu writing it and the blur
@@ -434,14 +442,14 @@ if HAS_TRITON:
     @triton.jit
     def _lrelu_blur_kernel(
         X, B, V, OUT,  # [R, L] rows in x's layout: conv output x, bias [C], values v (as x), result
-        M,             # [2] (gain * slope, gain) in the compute dtype: exact in fp64 as well
-        PDB,           # when SUM_BIAS: partial sums of OUT, [R, n_lblocks] if PER_ROW else [n_rblocks, C]
+        M,             # [4] (gain * slope, gain, xs, vs) in the compute dtype: exact in fp64 as well
+        PDB,           # when SUM_BIAS: partial sums of OUT / vs, [R, n_lblocks] if PER_ROW else [n_rblocks, C]
         R, L, H, W, C, n_lblocks,
         BLUR_FIRST: tl.constexpr, FORWARD: tl.constexpr, SUM_BIAS: tl.constexpr, PER_ROW: tl.constexpr,
         BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
     ):
-        """BLUR_FIRST: OUT = m * B(V). Else OUT = B(m * V), with V = x + b itself when FORWARD."""
-        lo, hi = tl.load(M), tl.load(M + 1)
+        """BLUR_FIRST: OUT = vs * m * B(V). Else OUT = vs * B(m * V), with V = u itself when FORWARD."""
+        lo, hi, xs, vs = tl.load(M), tl.load(M + 1), tl.load(M + 2), tl.load(M + 3)
         pid = tl.program_id(0)
         rb, lb = pid // n_lblocks, pid % n_lblocks
         r = rb * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
@@ -462,14 +470,14 @@ if HAS_TRITON:
             if BLUR_FIRST:
                 t = tl.load(V + q, mask=ok, other=0.0).to(lo.dtype)
             else:
-                u = tl.load(X + q, mask=ok, other=0.0).to(lo.dtype) + b
+                u = tl.load(X + q, mask=ok, other=0.0).to(lo.dtype) * xs + b
                 v = u if FORWARD else tl.load(V + q, mask=ok, other=0.0).to(lo.dtype)
                 t = tl.where(ok, tl.where(u > 0, hi, lo) * v, 0.0)  # zero padding: nothing outside
             acc += t * ((2 - dh * dh) * (2 - dw * dw) / 16.0)
         if BLUR_FIRST:
-            u = tl.load(X + at, mask=mask, other=0.0).to(lo.dtype) + b
+            u = tl.load(X + at, mask=mask, other=0.0).to(lo.dtype) * xs + b
             acc = tl.where(u > 0, hi, lo) * acc
-        tl.store(OUT + at, acc.to(OUT.dtype.element_ty), mask=mask)
+        tl.store(OUT + at, (acc * vs).to(OUT.dtype.element_ty), mask=mask)
         if SUM_BIAS:
             acc = tl.where(mask, acc, 0.0)
             if PER_ROW:
@@ -522,7 +530,7 @@ def _adain_plan(C, HW, channels_last):
     return min_c, block_hw, triton.cdiv(HW, block_hw)
 
 
-def _adain_launch_args(x, noise, noise_weight, bias, slope, blur):
+def _adain_launch_args(x, noise, noise_weight, bias, slope, blur, xs):
     """Layout-normalized x, the grid, and the keyword arguments (named as in the kernels' signatures)
     that every adain kernel shares: inputs, plane geometry, strides, tile plan."""
     N, C, H, W = x.shape
@@ -537,7 +545,7 @@ def _adain_launch_args(x, noise, noise_weight, bias, slope, blur):
     n_cblocks = triton.cdiv(C, BLOCK_C)
     shared = dict(X=x, NOISE=noise, NW=noise_weight, B=bias.contiguous(),
                   C=C, HW=H * W, W=W, n_cblocks=n_cblocks, n_chunks=n_chunks,
-                  x_sn=x_sn, x_sc=x_sc, x_shw=x_shw, nz_sn=nz_sn, nz_shw=nz_shw, slope=slope,
+                  x_sn=x_sn, x_sc=x_sc, x_shw=x_shw, nz_sn=nz_sn, nz_shw=nz_shw, slope=slope, xs=xs,
                   HAS_NOISE=has_noise, BLUR=blur, BLOCK_C=BLOCK_C, BLOCK_HW=BLOCK_HW,
                   num_warps=_num_warps(BLOCK_C * BLOCK_HW))
     return x, (N * n_cblocks * n_chunks,), shared
@@ -566,10 +574,10 @@ def _sum_partials(p, q, N, R, n_chunks):
     return p_sum, q_sum
 
 
-def _adain_forward(x, noise, noise_weight, bias, scale, shift, slope, eps, blur=False):
+def _adain_forward(x, noise, noise_weight, bias, scale, shift, slope, eps, blur=False, xs=1.0):
     """Returns y [N, C, H, W] (x's dtype) and the fp32 plane statistics mean, rstd [N, C]."""
     N, C, H, W = x.shape
-    x, grid, shared = _adain_launch_args(x, noise, noise_weight, bias, slope, blur)
+    x, grid, shared = _adain_launch_args(x, noise, noise_weight, bias, slope, blur, xs)
     n_chunks = shared["n_chunks"]
     y = torch.empty_like(x)
     mean = torch.empty((N, C), device=x.device, dtype=torch.float32)
@@ -586,11 +594,12 @@ def _adain_forward(x, noise, noise_weight, bias, scale, shift, slope, eps, blur=
     return y, mean, rstd
 
 
-def _adain_backward(dy, x, noise, noise_weight, bias, scale, mean, rstd, slope, blur=False):
-    """Returns du [N, C, H, W] (x's dtype; dx itself without blur, blur2d(du) with it), d noise_weight
-    [C], d bias [C], d scale, d shift [N, C], all but du in fp32; d noise_weight is None without noise."""
+def _adain_backward(dy, x, noise, noise_weight, bias, scale, mean, rstd, slope, blur=False, xs=1.0):
+    """Returns xs * du [N, C, H, W] (x's dtype; dx itself without blur, blur2d of it with it), d
+    noise_weight [C], d bias [C], d scale, d shift [N, C], all but dx in fp32; d noise_weight is None
+    without noise."""
     N, C, H, W = x.shape
-    x, grid, shared = _adain_launch_args(x, noise, noise_weight, bias, slope, blur)
+    x, grid, shared = _adain_launch_args(x, noise, noise_weight, bias, slope, blur, xs)
     dy, (g_sn, g_sc, g_shw) = _plane_strides(dy)  # dy may come in any layout (e.g. expanded by .sum())
     grad = dict(G=dy, g_sn=g_sn, g_sc=g_sc, g_shw=g_shw, MEAN=mean, RSTD=rstd)
     n_chunks, has_noise = shared["n_chunks"], shared["HAS_NOISE"]
@@ -626,19 +635,19 @@ def _rows_plan(x):
     return R, L, per_row, BLOCK_R, BLOCK_L, n_lblocks, (triton.cdiv(R, BLOCK_R) * n_lblocks,)
 
 
-def _bias_lrelu_forward(x, bias, slope, gain):
+def _bias_lrelu_forward(x, bias, slope, gain, xs=1.0):
     x = _dense(x)
     y = torch.empty_like(x)
     if x.numel() == 0:
         return y
     R, L, per_row, BLOCK_R, BLOCK_L, n_lblocks, grid = _rows_plan(x)
     _bias_lrelu_fwd_kernel[grid](X=x, Y=y, B=bias.contiguous(), R=R, L=L, C=x.shape[1], n_lblocks=n_lblocks,
-                                 slope=slope, gain=gain, BIAS_PER_ROW=per_row, BLOCK_R=BLOCK_R,
+                                 slope=slope, gain=gain, xs=xs, BIAS_PER_ROW=per_row, BLOCK_R=BLOCK_R,
                                  BLOCK_L=BLOCK_L, num_warps=_num_warps(BLOCK_R * BLOCK_L))
     return y
 
 
-def _lrelu_grad(g, y, slope, gain, sum_bias=False):
+def _lrelu_grad(g, y, slope, gain, xs=1.0, sum_bias=False):
     """dx [like y] and, with sum_bias, the bias gradient [C] in fp32 (fp64 for fp64 y; else None)."""
     dx = torch.empty_like(y)  # y is dense, so dx has its strides
     C, acc = y.shape[1], torch.promote_types(y.dtype, torch.float32)
@@ -650,7 +659,7 @@ def _lrelu_grad(g, y, slope, gain, sum_bias=False):
     pdb = torch.empty((R, n_lblocks) if per_row else (n_rblocks, L), device=y.device, dtype=acc) \
         if sum_bias else dx  # placeholder, never written without SUM_BIAS
     _lrelu_grad_kernel[grid](G=g, Y=y, DX=dx, PDB=pdb, R=R, L=L, n_lblocks=n_lblocks, slope=slope, gain=gain,
-                             SUM_BIAS=sum_bias, BIAS_PER_ROW=per_row, BLOCK_R=BLOCK_R, BLOCK_L=BLOCK_L,
+                             xs=xs, SUM_BIAS=sum_bias, BIAS_PER_ROW=per_row, BLOCK_R=BLOCK_R, BLOCK_L=BLOCK_L,
                              num_warps=_num_warps(BLOCK_R * BLOCK_L))
     if not sum_bias:
         return dx, None
@@ -659,15 +668,15 @@ def _lrelu_grad(g, y, slope, gain, sum_bias=False):
 
 
 @functools.lru_cache(maxsize=None)
-def _mask_values(slope, gain, device, dtype):  # cached: no copy to the device per call (nor in a CUDA graph)
-    return torch.tensor([gain * slope, gain], dtype=dtype).to(device)
+def _mask_values(slope, gain, xs, vs, device, dtype):  # cached: no copy to the device per call (nor in a graph)
+    return torch.tensor([gain * slope, gain, xs, vs], dtype=dtype).to(device)
 
 
-def _lrelu_blur(x, bias, v, slope, gain, blur_first, sum_bias=False):
-    """_lrelu_blur_kernel over x [N, C, H, W], NCHW- or channels_last-contiguous: B(m * (x + b)) when
-    v is None (the forward), m * B(v) when blur_first, else B(m * v) (v taken into x's layout); and
-    with sum_bias the per-channel sums of the result (the bias gradient; fp32, or fp64 for fp64) or
-    None."""
+def _lrelu_blur(x, bias, v, slope, gain, blur_first, xs=1.0, vs=1.0, sum_bias=False):
+    """_lrelu_blur_kernel over x [N, C, H, W], NCHW- or channels_last-contiguous, with u = xs * x + b:
+    B(m * u) when v is None (the forward), vs * m * B(v) when blur_first, else vs * B(m * v) (v taken
+    into x's layout); and with sum_bias the per-channel sums of the result over vs (the bias gradient;
+    fp32, or fp64 for fp64) or None."""
     forward = v is None
     v = x if forward else _in_layout(v, x)
     out, acc = torch.empty_like(v), torch.promote_types(v.dtype, torch.float32)
@@ -677,7 +686,7 @@ def _lrelu_blur(x, bias, v, slope, gain, blur_first, sum_bias=False):
     pdb = torch.empty((R, n_lblocks) if per_row else (n_rblocks, C), device=x.device, dtype=acc) \
         if sum_bias else out  # else a placeholder, never written
     _lrelu_blur_kernel[grid](
-        X=x, B=bias, V=v, OUT=out, M=_mask_values(slope, gain, x.device, acc), PDB=pdb, R=R, L=L, H=H, W=W,
+        X=x, B=bias, V=v, OUT=out, M=_mask_values(slope, gain, xs, vs, x.device, acc), PDB=pdb, R=R, L=L, H=H, W=W,
         C=C, n_lblocks=n_lblocks, BLUR_FIRST=blur_first, FORWARD=forward, SUM_BIAS=sum_bias, PER_ROW=per_row,
         BLOCK_R=BLOCK_R, BLOCK_L=BLOCK_L, num_warps=_num_warps(BLOCK_R * BLOCK_L))
     if not sum_bias:
@@ -695,10 +704,10 @@ class _NoiseAdaIN(torch.autograd.Function):
     gradient the kernels compute for the blurred x (the blur is its own adjoint)."""
 
     @staticmethod
-    def forward(ctx, x, noise, noise_weight, bias, scale, shift, slope, eps, blur):
-        y, mean, rstd = _adain_forward(x, noise, noise_weight, bias, scale, shift, slope, eps, blur)
+    def forward(ctx, x, noise, noise_weight, bias, scale, shift, slope, eps, blur, xs):
+        y, mean, rstd = _adain_forward(x, noise, noise_weight, bias, scale, shift, slope, eps, blur, xs)
         ctx.save_for_backward(x, noise, noise_weight, bias, scale, mean, rstd)
-        ctx.slope, ctx.shift_dtype, ctx.blur = slope, shift.dtype, blur
+        ctx.slope, ctx.shift_dtype, ctx.blur, ctx.xs = slope, shift.dtype, blur, xs
         return y
 
     @staticmethod
@@ -706,16 +715,16 @@ class _NoiseAdaIN(torch.autograd.Function):
     def backward(ctx, dy):
         x, noise, noise_weight, bias, scale, mean, rstd = ctx.saved_tensors
         du, dnw, dbias, dscale, dshift = _adain_backward(dy, x, noise, noise_weight, bias, scale,
-                                                         mean, rstd, ctx.slope, ctx.blur)
+                                                         mean, rstd, ctx.slope, ctx.blur, ctx.xs)
         dnoise = None
-        if ctx.needs_input_grad[1]:  # rare (noise is sampled); one extra read of du
-            dnoise = (du.float() * noise_weight.float().view(1, -1, 1, 1)).sum(1, keepdim=True)
+        if ctx.needs_input_grad[1]:  # rare (noise is sampled); one extra read of du (xs * du)
+            dnoise = (du.float() * (noise_weight.float() / ctx.xs).view(1, -1, 1, 1)).sum(1, keepdim=True)
             dnoise = dnoise.to(noise.dtype)
         if dnw is not None:
             dnw = dnw.to(noise_weight.dtype)
         dx = blur2d_ref(du) if ctx.blur else du
         return (dx, dnoise, dnw, dbias.to(bias.dtype), dscale.to(scale.dtype),
-                dshift.to(ctx.shift_dtype), None, None, None)
+                dshift.to(ctx.shift_dtype), None, None, None, None)
 
 
 def _needs_grad(ctx, i):
@@ -732,56 +741,56 @@ def _needs_grad(ctx, i):
 
 
 class _LReLUGrad(torch.autograd.Function):
-    """dx = g * gain * (1 if y > 0 else slope), the backward of bias_lrelu as an op of its own."""
+    """dx = g * xs * gain * (1 if y > 0 else slope), the backward of bias_lrelu as an op of its own."""
 
     @staticmethod
-    def forward(ctx, g, y, slope, gain):
+    def forward(ctx, g, y, slope, gain, xs):
         ctx.save_for_backward(y)
-        ctx.slope, ctx.gain = slope, gain
-        return _lrelu_grad(g, y, slope, gain)[0]
+        ctx.slope, ctx.gain, ctx.xs = slope, gain, xs
+        return _lrelu_grad(g, y, slope, gain, xs)[0]
 
     @staticmethod
     def backward(ctx, ggx):
         y, = ctx.saved_tensors
-        gg = _LReLUGrad.apply(ggx, y, ctx.slope, ctx.gain) if ctx.needs_input_grad[0] else None
-        return gg, None, None, None  # the mask is piecewise constant in y: zero gradient
+        gg = _LReLUGrad.apply(ggx, y, ctx.slope, ctx.gain, ctx.xs) if ctx.needs_input_grad[0] else None
+        return gg, None, None, None, None  # the mask is piecewise constant in y: zero gradient
 
 
 class _LReLUGradBias(torch.autograd.Function):
-    """(dx, db) = (m * g, sum over all but the channel axis of m * g), m = gain * (1 if y > 0 else
-    slope), in one pass over g. Linear in g: its adjoint takes (ggx, ggb) to m * (ggx + ggb[c]),
-    _LReLUGrad of the sum, so it is differentiable again."""
+    """(dx, db) = (xs * m * g, sum over all but the channel axis of m * g), m = gain * (1 if y > 0
+    else slope), in one pass over g. Linear in g: its adjoint takes (ggx, ggb) to
+    m * (xs * ggx + ggb[c]), _LReLUGrad of that sum, so it is differentiable again."""
 
     @staticmethod
-    def forward(ctx, g, y, slope, gain):
+    def forward(ctx, g, y, slope, gain, xs):
         ctx.save_for_backward(y)
-        ctx.slope, ctx.gain = slope, gain
-        return _lrelu_grad(g, y, slope, gain, sum_bias=True)
+        ctx.slope, ctx.gain, ctx.xs = slope, gain, xs
+        return _lrelu_grad(g, y, slope, gain, xs, sum_bias=True)
 
     @staticmethod
     def backward(ctx, ggx, ggb):
         y, = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None
-        gg = ggx + ggb.to(ggx.dtype).view(1, -1, *([1] * (y.ndim - 2)))
-        return _LReLUGrad.apply(gg, y, ctx.slope, ctx.gain), None, None, None
+            return None, None, None, None, None
+        gg = torch.add(ggb.to(ggx.dtype).view(1, -1, *([1] * (y.ndim - 2))), ggx, alpha=ctx.xs)
+        return _LReLUGrad.apply(gg, y, ctx.slope, ctx.gain, 1.0), None, None, None, None
 
 
 class _BiasLReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, bias, slope, gain):
-        y = _bias_lrelu_forward(x, bias, slope, gain)
+    def forward(ctx, x, bias, slope, gain, xs):
+        y = _bias_lrelu_forward(x, bias, slope, gain, xs)
         ctx.save_for_backward(y)
-        ctx.slope, ctx.gain, ctx.bias_dtype = slope, gain, bias.dtype
+        ctx.slope, ctx.gain, ctx.xs, ctx.bias_dtype = slope, gain, xs, bias.dtype
         return y
 
     @staticmethod
     def backward(ctx, dy):
         y, = ctx.saved_tensors
         if not _needs_grad(ctx, 1):  # no bias gradient wanted (R1's first-order pass): none summed
-            return _LReLUGrad.apply(dy, y, ctx.slope, ctx.gain), None, None, None
-        dx, dbias = _LReLUGradBias.apply(dy, y, ctx.slope, ctx.gain)
-        return dx, dbias.to(ctx.bias_dtype), None, None
+            return _LReLUGrad.apply(dy, y, ctx.slope, ctx.gain, ctx.xs), None, None, None, None
+        dx, dbias = _LReLUGradBias.apply(dy, y, ctx.slope, ctx.gain, ctx.xs)
+        return dx, dbias.to(ctx.bias_dtype), None, None, None
 
 
 class _Blur2d(torch.autograd.Function):
@@ -800,60 +809,62 @@ class _Blur2d(torch.autograd.Function):
 
 
 class _BiasLReLUBlur(torch.autograd.Function):
-    """y = B(m * (x + b)) (kernels.bias_lrelu_blur); dx = m * B(dy), db = the sum of dx over all but
-    the channel axis (skipped when no bias gradient is wanted, as in R1's first-order pass)."""
+    """y = B(m * (xs * x + b)) (kernels.bias_lrelu_blur); dx = xs * m * B(dy), db = the sum of m * B(dy)
+    over all but the channel axis (skipped when no bias gradient is wanted, as in R1's first-order
+    pass)."""
 
     @staticmethod
-    def forward(ctx, x, bias, slope, gain):
+    def forward(ctx, x, bias, slope, gain, xs):
         ctx.save_for_backward(x, bias)
-        ctx.slope, ctx.gain, ctx.bias_dtype = slope, gain, bias.dtype
-        return _lrelu_blur(x, bias, None, slope, gain, blur_first=False)[0]
+        ctx.slope, ctx.gain, ctx.xs, ctx.bias_dtype = slope, gain, xs, bias.dtype
+        return _lrelu_blur(x, bias, None, slope, gain, False, xs)[0]
 
     @staticmethod
     def backward(ctx, dy):
         x, bias = ctx.saved_tensors
         if not _needs_grad(ctx, 1):
-            return _MaskedBlur.apply(dy, x, bias, ctx.slope, ctx.gain, True), None, None, None
-        dx, dbias = _MaskBlurBias.apply(dy, x, bias, ctx.slope, ctx.gain)
-        return dx, dbias.to(ctx.bias_dtype), None, None
+            return _MaskedBlur.apply(dy, x, bias, ctx.slope, ctx.gain, ctx.xs, ctx.xs, True), None, None, None, None
+        dx, dbias = _MaskBlurBias.apply(dy, x, bias, ctx.slope, ctx.gain, ctx.xs)
+        return dx, dbias.to(ctx.bias_dtype), None, None, None
 
 
 class _MaskedBlur(torch.autograd.Function):
-    """v -> m * B(v) (blur_first) or B(m * v). Both are linear in v and each is the other's adjoint
-    (B is symmetric, m diagonal); the mask is piecewise constant in x and b. So the gradient of
-    either is the other, to any order, and none flows to x or b."""
+    """v -> vs * m * B(v) (blur_first) or vs * B(m * v), m from u = xs * x + b. Both are linear in v
+    and each is the other's adjoint (B is symmetric, m diagonal); the mask is piecewise constant in
+    x and b. So the gradient of either is the other, to any order, and none flows to x or b."""
 
     @staticmethod
-    def forward(ctx, v, x, bias, slope, gain, blur_first):
+    def forward(ctx, v, x, bias, slope, gain, xs, vs, blur_first):
         ctx.save_for_backward(x, bias)
-        ctx.slope, ctx.gain, ctx.blur_first = slope, gain, blur_first
-        return _lrelu_blur(x, bias, v, slope, gain, blur_first)[0]
+        ctx.slope, ctx.gain, ctx.xs, ctx.vs, ctx.blur_first = slope, gain, xs, vs, blur_first
+        return _lrelu_blur(x, bias, v, slope, gain, blur_first, xs, vs)[0]
 
     @staticmethod
     def backward(ctx, gout):
         x, bias = ctx.saved_tensors
         out = None
         if ctx.needs_input_grad[0]:
-            out = _MaskedBlur.apply(gout, x, bias, ctx.slope, ctx.gain, not ctx.blur_first)
-        return out, None, None, None, None, None
+            out = _MaskedBlur.apply(gout, x, bias, ctx.slope, ctx.gain, ctx.xs, ctx.vs, not ctx.blur_first)
+        return out, None, None, None, None, None, None, None
 
 
 class _MaskBlurBias(torch.autograd.Function):
-    """g -> (m * B(g), its per-channel sums) in one pass; adjoint (ggx, ggb) -> B(m * (ggx + ggb[c]))."""
+    """g -> (xs * m * B(g), the per-channel sums of m * B(g)) in one pass; adjoint (ggx, ggb) ->
+    B(m * (xs * ggx + ggb[c]))."""
 
     @staticmethod
-    def forward(ctx, g, x, bias, slope, gain):
+    def forward(ctx, g, x, bias, slope, gain, xs):
         ctx.save_for_backward(x, bias)
-        ctx.slope, ctx.gain = slope, gain
-        return _lrelu_blur(x, bias, g, slope, gain, blur_first=True, sum_bias=True)
+        ctx.slope, ctx.gain, ctx.xs = slope, gain, xs
+        return _lrelu_blur(x, bias, g, slope, gain, True, xs, xs, sum_bias=True)
 
     @staticmethod
     def backward(ctx, ggx, ggb):
         x, bias = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None
-        gg = ggx + ggb.to(ggx.dtype).view(1, -1, 1, 1)
-        return _MaskedBlur.apply(gg, x, bias, ctx.slope, ctx.gain, False), None, None, None, None
+            return None, None, None, None, None, None
+        gg = torch.add(ggb.to(ggx.dtype).view(1, -1, 1, 1), ggx, alpha=ctx.xs)
+        return _MaskedBlur.apply(gg, x, bias, ctx.slope, ctx.gain, ctx.xs, 1.0, False), None, None, None, None, None
 
 
 # Convolutions. For y = conv(x, w) (stride s, padding p; or the transposed convolution), with
@@ -939,6 +950,15 @@ def _foreach_cast(tensors, dtypes):
     return out
 
 
+def _foreach_scale(tensors, scales):
+    """tensors[i] * scales[i] in one foreach multiply; those whose scale is 1 as they are."""
+    out, change = list(tensors), [i for i, s in enumerate(scales) if s != 1.0]
+    if change:
+        for i, t in zip(change, torch._foreach_mul([tensors[i] for i in change], [scales[i] for i in change])):
+            out[i] = t
+    return out
+
+
 class _ScaleCast(torch.autograd.Function):
     """outs[i] = tensors[i] * scales[i], then cast to dtypes[i] (cast_first: cast, then multiply);
     one foreach op per step for the whole list, where autograd would run two ops per tensor. The map
@@ -951,8 +971,8 @@ class _ScaleCast(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # an unused output gets no gradient of zeros made for it
         ctx.scales, ctx.dtypes, ctx.cast_first = scales, tuple(t.dtype for t in tensors), cast_first
         if cast_first:
-            return tuple(torch._foreach_mul(_foreach_cast(tensors, dtypes), list(scales)))
-        return tuple(_foreach_cast(torch._foreach_mul(list(tensors), list(scales)), dtypes))
+            return tuple(_foreach_scale(_foreach_cast(tensors, dtypes), scales))
+        return tuple(_foreach_cast(_foreach_scale(tensors, scales), dtypes))
 
     @staticmethod
     def backward(ctx, *grads):
@@ -996,11 +1016,13 @@ def triton_path(x):
     return _use_triton(x, "auto")
 
 
-def noise_adain(x, noise, noise_weight, bias, scale, shift, *, slope=0.2, eps=1e-8, blur=False, impl="auto"):
+def noise_adain(x, noise, noise_weight, bias, scale, shift, *, slope=0.2, eps=1e-8, blur=False, w_scale=1.0,
+                impl="auto"):
     """StyleGAN layer epilogue, see noise_adain_ref. x [N, C, H, W] (fp32/bf16/fp16, NCHW or
     channels_last); noise [N or 1, 1, H, W] or None; noise_weight, bias [C]; scale, shift [N, C].
     Returns y like x. Statistics in fp32. blur: the epilogue of blur2d(x), the generator's upsampling
-    layer (in Triton the blur is read inside the kernels, never written)."""
+    layer (in Triton the blur is read inside the kernels, never written). w_scale: of w_scale * x, the
+    equalized-lr scale of the convolution that made x (applied as x is read)."""
     if x.ndim != 4:
         raise ValueError(f"noise_adain: x must be [N, C, H, W], got shape {tuple(x.shape)}")
     N, C, H, W = x.shape
@@ -1015,25 +1037,27 @@ def noise_adain(x, noise, noise_weight, bias, scale, shift, *, slope=0.2, eps=1e
             raise ValueError(f"noise_adain: {name} must be {list(shape)}, got {list(p.shape)}")
     if not _use_triton(x, impl) or x.numel() == 0:
         x = blur2d(x, impl=impl) if blur else x
-        return noise_adain_ref(x, noise, noise_weight, bias, scale, shift, slope, eps)
+        return noise_adain_ref(x, noise, noise_weight, bias, scale, shift, slope, eps, w_scale)
     if noise is not None:  # a [1, 1, H, W] map (noise_mode="const") broadcasts; autograd sums its grad
         noise = noise.expand(N, 1, H, W)
     else:
         noise_weight = None
-    return _NoiseAdaIN.apply(x, noise, noise_weight, bias, scale, shift, float(slope), float(eps), bool(blur))
+    return _NoiseAdaIN.apply(x, noise, noise_weight, bias, scale, shift, float(slope), float(eps), bool(blur),
+                             float(w_scale))
 
 
-def bias_lrelu(x, bias, *, slope=0.2, gain=1.0, impl="auto"):
-    """y = leaky_relu(x + bias[c], slope) * gain for x [N, C] or [N, C, H, W]; y like x. First and
-    second order gradients (R1) in both implementations."""
+def bias_lrelu(x, bias, *, slope=0.2, gain=1.0, w_scale=1.0, impl="auto"):
+    """y = leaky_relu(w_scale * x + bias[c], slope) * gain for x [N, C] or [N, C, H, W]; y like x.
+    w_scale: the equalized-lr scale of the layer that made x from unscaled weights. First and second
+    order gradients (R1) in both implementations."""
     if x.ndim < 2 or bias.shape != (x.shape[1],):
         raise ValueError(f"bias_lrelu: x must be [N, C, ...] with bias [C], got x {tuple(x.shape)}, "
                          f"bias {tuple(bias.shape)}")
     if not _use_triton(x, impl):
-        return bias_lrelu_ref(x, bias, slope, gain)
+        return bias_lrelu_ref(x, bias, slope, gain, w_scale)
     if not (gain > 0 and slope >= 0):  # the backward reads the sign of x + b off the sign of y
         raise ValueError(f"bias_lrelu (Triton): needs gain > 0 and slope >= 0, got gain={gain}, slope={slope}")
-    return _BiasLReLU.apply(x, bias, float(slope), float(gain))
+    return _BiasLReLU.apply(x, bias, float(slope), float(gain), float(w_scale))
 
 
 def blur2d(x, *, impl="auto"):
@@ -1044,7 +1068,7 @@ def blur2d(x, *, impl="auto"):
     return _Blur2d.apply(x)
 
 
-def bias_lrelu_blur(x, bias, *, slope=0.2, gain=1.0, impl="auto"):
+def bias_lrelu_blur(x, bias, *, slope=0.2, gain=1.0, w_scale=1.0, impl="auto"):
     """blur2d(bias_lrelu(x, bias)) for x [N, C, H, W]: the discriminator's conv -> lrelu -> blur
     before it downsamples. In Triton one pass that writes only the blurred output (the unblurred
     activation is never stored), with gradients of any order (_BiasLReLUBlur), for x NCHW- or
@@ -1053,10 +1077,10 @@ def bias_lrelu_blur(x, bias, *, slope=0.2, gain=1.0, impl="auto"):
         raise ValueError(f"bias_lrelu_blur: x must be [N, C, H, W] with bias [C], got x {tuple(x.shape)}, "
                          f"bias {tuple(bias.shape)}")
     if not (_use_triton(x, impl) and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))):
-        return blur2d(bias_lrelu(x, bias, slope=slope, gain=gain, impl=impl), impl=impl)
+        return blur2d(bias_lrelu(x, bias, slope=slope, gain=gain, w_scale=w_scale, impl=impl), impl=impl)
     if not (gain > 0 and slope >= 0):
         raise ValueError(f"bias_lrelu_blur (Triton): needs gain > 0 and slope >= 0, got gain={gain}, slope={slope}")
-    return _BiasLReLUBlur.apply(x, bias, float(slope), float(gain))
+    return _BiasLReLUBlur.apply(x, bias, float(slope), float(gain), float(w_scale))
 
 
 def _autocast(t):
@@ -1080,22 +1104,29 @@ def conv2d(x, w, *, stride=1, padding=0, transposed=False, impl="auto"):
 
 def scale_weights(tensors, scales, *, cast=True, impl="auto"):
     """[t * s for t, s in zip(tensors, scales)], the run-time weights of equalized-lr layers, in one
-    foreach multiply (_ScaleCast). Under autocast the products that `cast` selects (True: all, or one
+    foreach multiply (_ScaleCast; a tensor whose scale is 1 is not multiplied). Under autocast the products that `cast` selects (True: all, or one
     bool per tensor; not a bias that a kernel reads in fp32) also come out in autocast's dtype, in one
     foreach copy: the cast every convolution and matmul would make of its weight (autocast leaves a
     tensor already in its dtype as it is), the same values. fp64 stays fp64, as autocast leaves it.
     The backward casts the gradients back and multiplies by the scales, again one foreach op each.
     (A product used by several ops has its gradients summed in autocast's dtype before that cast,
     where per-op casts would sum them in fp32; G and D use each run-time weight once.)
-    impl "ref" (or kernels.IMPL): the plain foreach multiply under autograd, the casts left to autocast."""
+    impl "ref" (or kernels.IMPL): the plain foreach multiply under autograd, the casts left to autocast.
+    A tensor with nothing to do (scale 1, no cast) comes back as it is."""
     tensors, scales = list(tensors), [float(s) for s in scales]
     if not tensors:
         return []
     if _resolve(impl) == "ref":
-        return torch._foreach_mul(tensors, scales)
+        return _foreach_scale(tensors, scales)
     dev = tensors[0].device.type
     cast = [cast] * len(tensors) if isinstance(cast, bool) else list(cast)
     to = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
-    dtypes = tuple(to if to is not None and c and t.is_floating_point() and t.dtype != torch.float64 else t.dtype
-                   for t, c in zip(tensors, cast))
-    return list(_ScaleCast.apply(tuple(scales), dtypes, False, *tensors))
+    dtypes = [to if to is not None and c and t.is_floating_point() and t.dtype != torch.float64 else t.dtype
+              for t, c in zip(tensors, cast)]
+    out, work = list(tensors), [i for i, t in enumerate(tensors) if scales[i] != 1.0 or dtypes[i] != t.dtype]
+    if work:
+        made = _ScaleCast.apply(tuple(scales[i] for i in work), tuple(dtypes[i] for i in work), False,
+                                *(tensors[i] for i in work))
+        for i, t in zip(work, made):
+            out[i] = t
+    return out

@@ -121,26 +121,35 @@ def check_res(res, cfg):
 # ----------------------------------------------------------------------------------------------
 # Equalized learning rate primitives (ProGAN section 4.1): weights are stored as N(0, 1/lrmul) and
 # scaled at run time by gain / sqrt(fan_in) * lrmul, so Adam sees every weight at the same scale.
+# A layer made with scale_after=True (those that feed one of kernels.py's epilogues: bias + leaky
+# ReLU, AdaIN) runs with its unscaled weight and the epilogue multiplies the output by the scale as
+# it reads it (w_scale * conv(x, w) = conv(x, w_scale * w)): no pass over the weights to scale them,
+# forward or backward. The same function (tests/test_model.py), rounded at another place.
 
 class EqualLinear(nn.Module):
-    def __init__(self, in_features, out_features, gain=math.sqrt(2), lrmul=1.0, bias=True):
+    def __init__(self, in_features, out_features, gain=math.sqrt(2), lrmul=1.0, bias=True, scale_after=False):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lrmul)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.w_scale = gain / math.sqrt(in_features) * lrmul
-        self.lrmul = lrmul
+        self.lrmul, self.scale_after = lrmul, scale_after
 
     def kernel(self):
         """(weight, scale) whose product is the run-time weight (see scale_weights)."""
         return self.weight, self.w_scale
 
+    def out_scale(self):
+        """What the epilogue multiplies the output by: the scale, if it is not in the weight."""
+        return self.w_scale if self.scale_after else 1.0
+
     def forward(self, x, weights=None, act=False):
-        """weights: {layer: run-time weight} of scale_weights, or None to scale this layer's own."""
-        w = self.weight * self.w_scale if weights is None else weights[self]
+        """weights: {layer: run-time weight} of scale_weights, or None to make this layer's own."""
+        w = run_weight(self) if weights is None else weights[self]
         # lrmul 1 (all but the mapping network): the bias is used as stored, without an op
         b = self.bias if self.bias is None or self.lrmul == 1 else self.bias * self.lrmul
         if act and b is not None:  # leaky ReLU's sqrt(2) gain already lives in w_scale
-            return kernels.bias_lrelu(F.linear(x, w), b)
+            return kernels.bias_lrelu(F.linear(x, w), b, w_scale=self.out_scale())
+        assert not self.scale_after, "a layer without an epilogue applies its scale to the weight"
         return F.linear(x, w, b)  # the bias added by the matmul itself
 
 
@@ -157,12 +166,12 @@ class EqualConv2d(nn.Module):
     of the four shifted 3x3 kernels (see FUSED_FROM)."""
 
     def __init__(self, in_channels, out_channels, kernel, gain=math.sqrt(2), up=False, down=False,
-                 fused=False, bias=True):
+                 fused=False, bias=True, scale_after=False):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.w_scale = gain / math.sqrt(in_channels * kernel * kernel)
-        self.up, self.down, self.fused = up, down, fused
+        self.up, self.down, self.fused, self.scale_after = up, down, fused, scale_after
         self.stored_fused = fused  # the official form of this layer, which fixes its kernel's orientation
 
     def kernel(self):
@@ -176,9 +185,16 @@ class EqualConv2d(nn.Module):
             return w, self.w_scale
         return F.avg_pool2d(w, 2, stride=1, padding=1), self.w_scale * (4 if self.up else 1)
 
+    def out_scale(self):
+        """What the epilogue multiplies the output by: the scale, if it is not in the weight."""
+        if not self.scale_after:
+            return 1.0
+        return self.w_scale * (4 if self.fused and self.up else 1)
+
     def conv(self, x, weights=None):
-        """x convolved with the run-time weight: weights[self] (scale_weights), or made here if None."""
-        w = torch.mul(*self.kernel()) if weights is None else weights[self]
+        """x convolved with the run-time weight: weights[self] (scale_weights), or made here if None;
+        with scale_after, the output still wants out_scale()."""
+        w = run_weight(self) if weights is None else weights[self]
         if self.fused and self.up:
             return kernels.conv2d(x, w.transpose(0, 1), stride=2, padding=1, transposed=True)
         if self.fused:
@@ -193,17 +209,26 @@ class EqualConv2d(nn.Module):
     def forward(self, x, weights=None, act=False):
         x = self.conv(x, weights)
         if act:
-            return kernels.bias_lrelu(x, self.bias)
+            return kernels.bias_lrelu(x, self.bias, w_scale=self.out_scale())
+        assert not self.scale_after, "a layer without an epilogue applies its scale to the weight"
         return x + self.bias.to(x.dtype).view(1, -1, 1, 1)
 
 
+def run_weight(layer):
+    """The weight an equalized-lr layer runs with: its kernel times its scale, or the kernel alone
+    when the epilogue applies the scale (scale_after)."""
+    k, scale = layer.kernel()
+    return k if layer.scale_after else k * scale
+
+
 def scale_weights(layers):
-    """{layer: run-time weight} of equalized-lr layers: each kernel() times its scale, all in one
-    launch (kernels.scale_weights: a foreach multiply, and under autocast one foreach cast to its
-    dtype, which the convolutions would otherwise make one weight at a time) instead of one per
-    layer; the same products. A network scales the weights it uses once per forward and hands the
-    dict to its layers."""
+    """{layer: run-time weight} of equalized-lr layers (run_weight), all in one launch
+    (kernels.scale_weights: a foreach multiply of those without scale_after, and under autocast one
+    foreach cast to its dtype, which the convolutions would otherwise make one weight at a time)
+    instead of one per layer; the same products. A network makes the weights it uses once per
+    forward and hands the dict to its layers."""
     ks, scales = zip(*(layer.kernel() for layer in layers))
+    scales = [1.0 if layer.scale_after else s for layer, s in zip(layers, scales)]
     return dict(zip(layers, kernels.scale_weights(ks, scales)))
 
 
@@ -278,16 +303,20 @@ class LayerEpilogue(nn.Module):
         self.style = EqualLinear(cfg.w_dim, 2 * channels, gain=1.0) if cfg.use_styles else None  # A
         self.use_pixel_norm, self.use_instance_norm = cfg.use_pixel_norm, cfg.use_instance_norm
 
-    def forward(self, x, noise, scale, shift, blur_x=False):
+    def forward(self, x, noise, scale, shift, blur_x=False, w_scale=1.0):
         """x [N, C, H, W]; noise [N or 1, 1, H, W] or None; scale, shift [N, C]: ys + 1 and yb, made
         for all layers at once by SynthesisNetwork.styles (None without styles). blur_x: the epilogue
-        of blur(x), the upsampling layer's (in the style-based layer, blurred inside its kernel)."""
+        of blur(x), the upsampling layer's (in the style-based layer, blurred inside its kernel).
+        w_scale: the conv's equalized-lr scale, applied here (EqualConv2d's scale_after)."""
         if noise is not None:  # a random map is drawn in the convs' dtype: no cast but at the fp32 const 4x4
             noise = noise.to(x.dtype).expand(x.shape[0], -1, -1, -1)
         if scale is not None and self.use_instance_norm and not self.use_pixel_norm:
-            return kernels.noise_adain(x, noise, self.noise_weight, self.bias, scale, shift, blur=blur_x)
+            return kernels.noise_adain(x, noise, self.noise_weight, self.bias, scale, shift, blur=blur_x,
+                                       w_scale=w_scale)
         if blur_x:
             x = blur(x)
+        if w_scale != 1.0:
+            x = x * w_scale
         if noise is not None:
             x = x + noise * self.noise_weight.to(x.dtype).view(1, -1, 1, 1)
         x = kernels.bias_lrelu(x, self.bias)
@@ -315,9 +344,9 @@ class SynthesisBlock(nn.Module):
             self.dense = EqualLinear(cfg.w_dim, out_ch * 16, gain=math.sqrt(2) / 4, bias=False)
         else:
             self.conv0 = EqualConv2d(cfg.nf(stage - 2), out_ch, 3, up=True, fused=res >= FUSED_FROM,
-                                     bias=False)  # the biases of synthesis convs are the epilogue's
+                                     bias=False, scale_after=True)  # the biases are the epilogue's
         self.epi0 = LayerEpilogue(cfg, out_ch, res)
-        self.conv1 = EqualConv2d(out_ch, out_ch, 3, bias=False)
+        self.conv1 = EqualConv2d(out_ch, out_ch, 3, bias=False, scale_after=True)
         self.epi1 = LayerEpilogue(cfg, out_ch, res)
         self.torgb = EqualConv2d(out_ch, cfg.num_channels, 1, gain=1.0)
         self.res = res
@@ -336,8 +365,9 @@ class SynthesisBlock(nn.Module):
             x = self.const.expand(w.shape[0], -1, -1, -1)
         else:
             x = self.dense(w, weights).view(w.shape[0], -1, 4, 4)  # [N, C * 16] -> [N, C, 4, 4] as TF's
-        x = self.epi0(x, noises[0], *styles[0], blur_x=self.res > 4)
-        return self.epi1(self.conv1.conv(x, weights), noises[1], *styles[1])
+        x = self.epi0(x, noises[0], *styles[0], blur_x=self.res > 4,
+                      w_scale=self.conv0.out_scale() if self.res > 4 else 1.0)
+        return self.epi1(self.conv1.conv(x, weights), noises[1], *styles[1], w_scale=self.conv1.out_scale())
 
 
 class SynthesisNetwork(nn.Module):
@@ -508,13 +538,14 @@ class DiscriminatorBlock(nn.Module):
     def __init__(self, cfg, res):
         super().__init__()
         stage = int(math.log2(res))
-        self.conv0 = EqualConv2d(cfg.nf(stage - 1), cfg.nf(stage - 1), 3)
+        self.conv0 = EqualConv2d(cfg.nf(stage - 1), cfg.nf(stage - 1), 3, scale_after=True)
         self.conv1 = EqualConv2d(cfg.nf(stage - 1), cfg.nf(stage - 2), 3, down=True,
-                                  fused=res >= FUSED_FROM)
+                                  fused=res >= FUSED_FROM, scale_after=True)
         self.res = res
 
     def forward(self, x, weights):
-        x = kernels.bias_lrelu_blur(self.conv0.conv(x, weights), self.conv0.bias)  # conv0's lrelu, blurred
+        x = self.conv0.conv(x, weights)
+        x = kernels.bias_lrelu_blur(x, self.conv0.bias, w_scale=self.conv0.out_scale())  # conv0's lrelu, blurred
         return self.conv1(x, weights, act=True)
 
 
@@ -523,11 +554,12 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or StyleGANConfig()
         stages = range(2, cfg.log2_res + 1)
-        self.fromrgb = nn.ModuleList([EqualConv2d(cfg.num_channels, cfg.nf(s - 1), 1) for s in stages])
+        self.fromrgb = nn.ModuleList([EqualConv2d(cfg.num_channels, cfg.nf(s - 1), 1, scale_after=True)
+                                      for s in stages])
         self.blocks = nn.ModuleList([DiscriminatorBlock(cfg, 2 ** s) for s in stages if s > 2])
         self.mbstd = cfg.mbstd_features if cfg.mbstd_group_size > 1 else 0  # official: off for groups <= 1
-        self.conv = EqualConv2d(cfg.nf(1) + self.mbstd, cfg.nf(1), 3)
-        self.dense0 = EqualLinear(cfg.nf(1) * 16, cfg.nf(0))
+        self.conv = EqualConv2d(cfg.nf(1) + self.mbstd, cfg.nf(1), 3, scale_after=True)
+        self.dense0 = EqualLinear(cfg.nf(1) * 16, cfg.nf(0), scale_after=True)
         self.dense1 = EqualLinear(cfg.nf(0), 1, gain=1.0)
 
     def forward(self, img, alpha=1.0):

@@ -344,6 +344,61 @@ def test_bias_lrelu_blur_gradgradcheck():
     assert torch.autograd.gradgradcheck(fn, (x, bias))
 
 
+@pytest.mark.parametrize("op", ["noise_adain", "noise_adain_blur", "bias_lrelu", "bias_lrelu_blur"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_w_scale_is_the_scaled_input(op, layout, monkeypatch):
+    """w_scale, the equalized-lr scale of the conv before an epilogue, applied by the epilogue:
+    op(x, w_scale=s) is op(s * x) between a layer before and one after it: the output and the
+    gradients of every input; for the discriminator's ops (bias_lrelu, bias_lrelu_blur) also R1's
+    second order, from a first pass in x alone (no bias gradient, as R1 takes it) and from one in
+    everything (the bias gradient summed in the kernel), in every parameter. fp64: the reference to
+    1e-12, the Triton kernels to 1e-5 (they compute in fp32; the blur kernel in fp64, 1e-12), on
+    split planes (noise_adain), NCHW and channels_last."""
+    if not (torch.cuda.is_available() or kernels.INTERPRET):
+        pytest.skip("Triton needs a GPU or TRITON_INTERPRET=1")
+    monkeypatch.setattr(kernels, "SPLIT_HW", 16)  # 5x6 planes in two chunks
+    torch.manual_seed(6)
+    scale = 0.0371
+    x, g = randn(2, 3, 5, 6, dtype=torch.float64), randn(2, 3, 5, 6, dtype=torch.float64)
+    x = x.contiguous(memory_format=layout)
+    # a per-channel weight before and after the op, the bias; then noise weight, style scale, shift, noise
+    params = [randn(1, 3, 1, 1, dtype=torch.float64), randn(1, 3, 1, 1, dtype=torch.float64),
+              randn(3, dtype=torch.float64) * 0.3]
+    if op.startswith("noise_adain"):
+        params += [randn(3, dtype=torch.float64), randn(2, 3, dtype=torch.float64) + 1,
+                   randn(2, 3, dtype=torch.float64), randn(2, 1, 5, 6, dtype=torch.float64)]
+    second = not op.startswith("noise_adain")
+
+    def run(impl, scaled_inside):
+        leaves = [t.detach().requires_grad_(True) for t in (x, *params)]
+        xx, w, w2, bias, *rest = leaves
+
+        def loss():
+            inp, kw = (xx * w, {"w_scale": scale}) if scaled_inside else (xx * w * scale, {})
+            if op.startswith("noise_adain"):
+                nw, sc, sh, noise = rest
+                y = kernels.noise_adain(inp, noise, nw, bias, sc, sh, blur=op.endswith("blur"), impl=impl, **kw)
+            else:
+                y = getattr(kernels, op)(inp, bias, gain=math.sqrt(2), impl=impl, **kw)
+            return (y * w2 * g).sum()
+
+        out = list(torch.autograd.grad(loss(), leaves, create_graph=second))
+        if second:
+            gx, = torch.autograd.grad(loss(), xx, create_graph=True)  # R1's pass: no bias gradient
+            out += torch.autograd.grad(gx.square().sum(), (xx, w, w2, bias), allow_unused=True)
+            out += torch.autograd.grad(out[0].square().sum(), (xx, w, w2, bias), allow_unused=True)
+        return [t.detach() if t is not None else None for t in out]
+
+    names = ["dx", "dw", "dw2", "dbias", "dnoise_weight", "dscale", "dshift", "dnoise"] if not second \
+        else ["dx", "dw", "dw2", "dbias"] + [f"{r}/{p}" for r in ("dR1", "d|dx|^2") for p in ("dx", "dw", "dw2", "dbias")]
+    for impl in ("ref", "triton"):
+        tol = 1e-12 if impl == "ref" or op == "bias_lrelu_blur" else 1e-5
+        got, want = run(impl, True), run(impl, False)
+        assert len(got) == len(names)
+        for name, a, b in zip(names, got, want):
+            assert_close(a, b, tol, f"{impl} {name}")
+
+
 def test_bias_lrelu_blur_falls_back_to_the_two_ops(monkeypatch):
     """Neither NCHW- nor channels_last-contiguous input (here a strided view), or impl="ref": the two
     ops, with the same values."""

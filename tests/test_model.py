@@ -407,13 +407,13 @@ def test_batched_styles_are_the_per_layer_styles(monkeypatch):
 
 
 def test_weights_scaled_at_once_are_the_per_layer_products(monkeypatch):
-    """G and D scale all the weights they use in one foreach multiply (scale_weights): the images,
-    logits and gradients are bitwise those of scaling each layer's weight on its own (fp32)."""
+    """G and D make all the weights they use in one foreach multiply (scale_weights): the images,
+    logits and gradients are bitwise those of making each layer's weight on its own (run_weight, fp32)."""
     cfg = tiny_cfg(128, fmap_base=256, fmap_max=8)  # 128x128: the fused up/down kernels take part
     G, D = sg.Generator(cfg), sg.Discriminator(cfg)
     z = torch.randn(2, 32)
     results = []
-    for scale in (sg.scale_weights, lambda layers: {layer: torch.mul(*layer.kernel()) for layer in layers}):
+    for scale in (sg.scale_weights, lambda layers: {layer: sg.run_weight(layer) for layer in layers}):
         monkeypatch.setattr(sg, "scale_weights", scale)
         G.zero_grad(), D.zero_grad()
         img = G(z, alpha=0.5, noise_mode="const")
@@ -431,8 +431,9 @@ def plain_bias_backward(ctx, dy):
     """_BiasLReLU's backward without the cut: dx from the gradient kernel, the bias gradient a torch
     sum of dx, whenever the bias requires one."""
     y, = ctx.saved_tensors
-    dx = kernels._LReLUGrad.apply(dy, y, ctx.slope, ctx.gain)
-    return dx, dx.sum([0, *range(2, dx.ndim)]).to(ctx.bias_dtype), None, None
+    dx = kernels._LReLUGrad.apply(dy, y, ctx.slope, ctx.gain, ctx.xs)
+    du = kernels._LReLUGrad.apply(dy, y, ctx.slope, ctx.gain, 1.0)  # the gradient of u = xs * x + b
+    return dx, du.sum([0, *range(2, du.ndim)]).to(ctx.bias_dtype), None, None, None
 
 
 def lean_step_grads(G, D, z, reals, cuts, triton, monkeypatch):
