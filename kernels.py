@@ -65,11 +65,10 @@ def noise_adain_ref(x, noise, noise_weight, bias, scale, shift, slope=0.2, eps=1
     w_scale: x is a convolution made with unscaled weights, and the layer's equalized-lr scale is
     applied here (w_scale * x), in the same op as the first addition."""
     acc = torch.promote_types(x.dtype, torch.float32)  # fp32, or fp64 for fp64 x (exact tests)
+    u = x.to(acc) if w_scale == 1.0 else x.to(acc) * w_scale  # x first: the result keeps x's layout
     if noise is not None:
-        u = torch.add(noise_weight.to(acc).view(1, -1, 1, 1) * noise.to(acc), x.to(acc), alpha=w_scale)
-        u = u + bias.to(acc).view(1, -1, 1, 1)
-    else:
-        u = torch.add(bias.to(acc).view(1, -1, 1, 1), x.to(acc), alpha=w_scale)
+        u = u + noise_weight.to(acc).view(1, -1, 1, 1) * noise.to(acc)
+    u = u + bias.to(acc).view(1, -1, 1, 1)
     t = F.leaky_relu(u, slope)
     mean = t.mean(dim=(2, 3), keepdim=True)
     var = (t - mean).square().mean(dim=(2, 3), keepdim=True)
@@ -83,7 +82,8 @@ def bias_lrelu_ref(x, bias, slope=0.2, gain=1.0, w_scale=1.0):
     bf16 x under autocast meets the fp32 bias unrounded) and returned in x's dtype. w_scale: the
     equalized-lr scale of the layer that made x with unscaled weights."""
     acc = torch.promote_types(x.dtype, torch.float32)
-    y = F.leaky_relu(torch.add(bias.to(acc).view(1, -1, *([1] * (x.ndim - 2))), x.to(acc), alpha=w_scale), slope)
+    u = x.to(acc) if w_scale == 1.0 else x.to(acc) * w_scale  # x first: the result keeps x's layout
+    y = F.leaky_relu(u + bias.to(acc).view(1, -1, *([1] * (x.ndim - 2))), slope)
     return (y * gain if gain != 1.0 else y).to(x.dtype)
 
 
@@ -759,7 +759,8 @@ class _LReLUGrad(torch.autograd.Function):
 class _LReLUGradBias(torch.autograd.Function):
     """(dx, db) = (xs * m * g, sum over all but the channel axis of m * g), m = gain * (1 if y > 0
     else slope), in one pass over g. Linear in g: its adjoint takes (ggx, ggb) to
-    m * (xs * ggx + ggb[c]), _LReLUGrad of that sum, so it is differentiable again."""
+    m * (xs * ggx + ggb[c]) = xs * m * (ggx + ggb[c] / xs), _LReLUGrad of that sum (ggx first, so it
+    keeps ggx's layout), so it is differentiable again."""
 
     @staticmethod
     def forward(ctx, g, y, slope, gain, xs):
@@ -772,8 +773,8 @@ class _LReLUGradBias(torch.autograd.Function):
         y, = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
-        gg = torch.add(ggb.to(ggx.dtype).view(1, -1, *([1] * (y.ndim - 2))), ggx, alpha=ctx.xs)
-        return _LReLUGrad.apply(gg, y, ctx.slope, ctx.gain, 1.0), None, None, None, None
+        gg = torch.add(ggx, ggb.to(ggx.dtype).view(1, -1, *([1] * (y.ndim - 2))), alpha=1 / ctx.xs)
+        return _LReLUGrad.apply(gg, y, ctx.slope, ctx.gain, ctx.xs), None, None, None, None
 
 
 class _BiasLReLU(torch.autograd.Function):
@@ -850,7 +851,7 @@ class _MaskedBlur(torch.autograd.Function):
 
 class _MaskBlurBias(torch.autograd.Function):
     """g -> (xs * m * B(g), the per-channel sums of m * B(g)) in one pass; adjoint (ggx, ggb) ->
-    B(m * (xs * ggx + ggb[c]))."""
+    B(m * (xs * ggx + ggb[c])) = xs * B(m * (ggx + ggb[c] / xs))."""
 
     @staticmethod
     def forward(ctx, g, x, bias, slope, gain, xs):
@@ -863,8 +864,8 @@ class _MaskBlurBias(torch.autograd.Function):
         x, bias = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None
-        gg = torch.add(ggb.to(ggx.dtype).view(1, -1, 1, 1), ggx, alpha=ctx.xs)
-        return _MaskedBlur.apply(gg, x, bias, ctx.slope, ctx.gain, ctx.xs, 1.0, False), None, None, None, None, None
+        gg = torch.add(ggx, ggb.to(ggx.dtype).view(1, -1, 1, 1), alpha=1 / ctx.xs)
+        return _MaskedBlur.apply(gg, x, bias, ctx.slope, ctx.gain, ctx.xs, ctx.xs, False), None, None, None, None, None
 
 
 # Convolutions. For y = conv(x, w) (stride s, padding p; or the transposed convolution), with

@@ -125,6 +125,7 @@ def check_res(res, cfg):
 # ReLU, AdaIN) runs with its unscaled weight and the epilogue multiplies the output by the scale as
 # it reads it (w_scale * conv(x, w) = conv(x, w_scale * w)): no pass over the weights to scale them,
 # forward or backward. The same function (tests/test_model.py), rounded at another place.
+# scale_in_epilogues switches it off again (train.on_device does on a CPU).
 
 class EqualLinear(nn.Module):
     def __init__(self, in_features, out_features, gain=math.sqrt(2), lrmul=1.0, bias=True, scale_after=False):
@@ -132,7 +133,7 @@ class EqualLinear(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lrmul)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.w_scale = gain / math.sqrt(in_features) * lrmul
-        self.lrmul, self.scale_after = lrmul, scale_after
+        self.lrmul, self.feeds_epilogue, self.scale_after = lrmul, scale_after, scale_after
 
     def kernel(self):
         """(weight, scale) whose product is the run-time weight (see scale_weights)."""
@@ -171,7 +172,8 @@ class EqualConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.w_scale = gain / math.sqrt(in_channels * kernel * kernel)
-        self.up, self.down, self.fused, self.scale_after = up, down, fused, scale_after
+        self.up, self.down, self.fused = up, down, fused
+        self.feeds_epilogue = self.scale_after = scale_after
         self.stored_fused = fused  # the official form of this layer, which fixes its kernel's orientation
 
     def kernel(self):
@@ -583,6 +585,16 @@ class Discriminator(nn.Module):
         x = self.conv(x, weights, act=True)
         x = self.dense0(x.flatten(1), weights, act=True)
         return self.dense1(x, weights)
+
+
+def scale_in_epilogues(net, on=True):
+    """net (G or D) with the equalized-lr scales of the layers that feed an epilogue kernel applied
+    by that kernel (on, as built) or multiplied into their weights (off): the same function
+    (tests/test_model.py), another cost. Returns net."""
+    for layer in net.modules():
+        if getattr(layer, "feeds_epilogue", False):
+            layer.scale_after = on
+    return net
 
 
 def fuse_resampling(net, from_res=FUSED_FROM):

@@ -876,19 +876,30 @@ def auto_layout(device):
 # is. CUDA keeps the official 128: below it, making the 4x4 kernels of the 512-channel layers moves
 # more bytes than the convolutions save (bench.py --parts count at 1024: +1.0 GB for -0.3 ms of FLOPs).
 FUSED_FROM = {"cpu": 16}
+# Where the equalized-lr scales of the layers before an epilogue kernel go (stylegan.scale_in_epilogues):
+# on a GPU into the kernels, which multiply what they read anyway (the counted 1024 step: 1.4 GB fewer);
+# on a CPU into the weights, as the official code does: there the reference ops would scale the
+# activations in extra passes, larger than the weights in small networks or at larger resolutions
+# (one step, 2 cores, 2026-12-01: the quick start's at 32x32 79-84 ms with the scales in the weights,
+# 86-87 in the epilogues; only the full-size networks at 8x8, whose weights outweigh their activations,
+# gain: 681-690 and 659-675 ms).
+SCALE_IN_EPILOGUES = {"cpu": False}
 
 
 def on_device(x, device, layout="nchw"):
     """A network or a batch on device, in layout (--memory-format): "nchw", or "channels_last" (NHWC),
-    and a network with its resampling convs fused from FUSED_FROM's resolution for the device. The
-    same math in any layout and either fusion (tests/test_train.py, tests/test_model.py). On a CPU
+    and a network with its resampling convs fused from FUSED_FROM's resolution and its equalized-lr
+    scales where SCALE_IN_EPILOGUES puts them, for the device. The same math in any layout and form
+    (tests/test_train.py, tests/test_model.py). On a CPU
     oneDNN's convolutions run faster in channels_last (one training step, 2 cores, 2026-12-01: the
     quick-start networks at 32x32 91 ms instead of 111, the full-size ones at 32x32, batch 16,
     9.6-10.0 s instead of 10.8-11.4), so auto picks it there; CUDA keeps NCHW, the layout the kernels
     were counted and tuned in, until a GPU run has measured the other (.ci/gpu does)."""
     x = x.to(device)
     if isinstance(x, torch.nn.Module):
-        sg.fuse_resampling(x, FUSED_FROM.get(torch.device(device).type, sg.FUSED_FROM))
+        kind = torch.device(device).type
+        sg.fuse_resampling(x, FUSED_FROM.get(kind, sg.FUSED_FROM))
+        sg.scale_in_epilogues(x, SCALE_IN_EPILOGUES.get(kind, True))
     if layout != "channels_last":
         return x
     if isinstance(x, torch.nn.Module):

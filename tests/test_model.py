@@ -114,11 +114,13 @@ def test_fused_up_conv_is_nearest_upsample_conv():
     torch.testing.assert_close(down.conv(x), ref.conv(x), rtol=1e-12, atol=1e-12)
 
 
-def test_fused_resampling_is_the_same_network():
+@pytest.mark.parametrize("scales_in_weights", [False, True])
+def test_fused_resampling_is_the_same_network(scales_in_weights):
     """fuse_resampling (train.on_device fuses from 16x16 on a CPU) changes how G and D compute, not
     what: in fp64, with every resampling conv fused and with none, the images, D's logits while a
     resolution fades in, R1's gradient and every parameter gradient through R1's double backward
-    agree to 1e-10."""
+    agree to 1e-10; and so they do with the equalized-lr scales multiplied into the weights
+    (scale_in_epilogues off, as on a CPU) instead of applied by the epilogues."""
     cfg = tiny_cfg(32)
     G, D = sg.Generator(cfg).double(), sg.Discriminator(cfg).double()
     for p in [*G.parameters(), *D.parameters()]:
@@ -128,6 +130,9 @@ def test_fused_resampling_is_the_same_network():
     for from_res in (8, 1024):
         sg.fuse_resampling(G, from_res), sg.fuse_resampling(D, from_res)
         assert all(b.conv1.fused == (from_res == 8) for b in D.blocks)
+        if from_res == 8 and scales_in_weights:  # the other form of both at once
+            sg.scale_in_epilogues(G, False), sg.scale_in_epilogues(D, False)
+            assert not any(b.conv1.scale_after for b in D.blocks)
         G.zero_grad(), D.zero_grad()
         img = G(z, res=32, alpha=0.7, noise_mode="const")
         x = reals.clone().requires_grad_(True)

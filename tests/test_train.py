@@ -786,7 +786,8 @@ def test_memory_format_flag(tmp_path):
 
 def test_on_device_fuses_resampling_from_16_on_a_cpu():
     """on_device runs a CPU's resampling convs fused from 16x16 up (train.FUSED_FROM; the same
-    function, tests/test_model.py) and leaves the official form, fused from 128, to CUDA."""
+    function, tests/test_model.py) and leaves the official form, fused from 128, to CUDA; and it
+    puts a CPU's equalized-lr scales into the weights (train.SCALE_IN_EPILOGUES)."""
     cfg = sg.StyleGANConfig(resolution=256, fmap_base=2048, fmap_max=8, z_dim=8, w_dim=8, mapping_fmaps=8)
     G, D = sg.Generator(cfg), sg.Discriminator(cfg)
     official = {b.res: b.conv0.fused for b in G.synthesis.blocks if b.res > 4}
@@ -794,6 +795,8 @@ def test_on_device_fuses_resampling_from_16_on_a_cpu():
     G, D = (train.on_device(net, "cpu") for net in (G, D))
     assert {b.res: b.conv0.fused for b in G.synthesis.blocks if b.res > 4} == {r: r >= 16 for r in official}
     assert {b.res: b.conv1.fused for b in D.blocks} == {r: r >= 16 for r in official}
+    layers = [m for net in (G, D) for m in net.modules() if getattr(m, "feeds_epilogue", False)]
+    assert len(layers) == (2 * 7 - 1) + (7 + 2 * 6 + 2) and not any(m.scale_after for m in layers)
     sg.fuse_resampling(G)  # the official form back
     assert {b.res: b.conv0.fused for b in G.synthesis.blocks if b.res > 4} == official
 
