@@ -9,7 +9,9 @@
 The synthesis epilogue of StyleGAN (Karras et al. 2018, sec. 2 and fig. 1) is
     u = x + noise_weight[c] * noise + bias[c];  t = leaky_relu(u, 0.2)
     y = scale[n, c] * (t - mean_hw(t)) / sqrt(var_hw(t) + eps) + shift[n, c]      (AdaIN, eq. 1)
-which eager PyTorch runs as five or six passes over memory. Here it is one read of x and noise and
+which eager PyTorch runs as five or six passes over memory. The epilogues take w_scale, the
+equalized-lr scale of the convolution before them, and compute with w_scale * x, so that layer can
+run with its unscaled weight (stylegan.py's scale_after). Here it is one read of x and noise and
 one write of y when a plane fits one program (up to SPLIT_HW elements: 64x64), and two reads and
 one write when a larger plane is split across programs (a first pass writes per-chunk statistics,
 which one small launch combines).
@@ -1036,6 +1038,8 @@ def noise_adain(x, noise, noise_weight, bias, scale, shift, *, slope=0.2, eps=1e
                            ("bias", bias, (C,)), ("scale", scale, (N, C)), ("shift", shift, (N, C))):
         if p is not None and tuple(p.shape) != shape:
             raise ValueError(f"noise_adain: {name} must be {list(shape)}, got {list(p.shape)}")
+    if not w_scale > 0:  # the gradients divide by it
+        raise ValueError(f"noise_adain: w_scale must be > 0, got {w_scale}")
     if not _use_triton(x, impl) or x.numel() == 0:
         x = blur2d(x, impl=impl) if blur else x
         return noise_adain_ref(x, noise, noise_weight, bias, scale, shift, slope, eps, w_scale)
@@ -1056,8 +1060,9 @@ def bias_lrelu(x, bias, *, slope=0.2, gain=1.0, w_scale=1.0, impl="auto"):
                          f"bias {tuple(bias.shape)}")
     if not _use_triton(x, impl):
         return bias_lrelu_ref(x, bias, slope, gain, w_scale)
-    if not (gain > 0 and slope >= 0):  # the backward reads the sign of x + b off the sign of y
-        raise ValueError(f"bias_lrelu (Triton): needs gain > 0 and slope >= 0, got gain={gain}, slope={slope}")
+    if not (gain > 0 and slope >= 0 and w_scale > 0):  # the backward reads the sign of u off the sign of y
+        raise ValueError(f"bias_lrelu (Triton): needs gain > 0, slope >= 0 and w_scale > 0, got gain={gain}, "
+                         f"slope={slope}, w_scale={w_scale}")
     return _BiasLReLU.apply(x, bias, float(slope), float(gain), float(w_scale))
 
 
@@ -1079,8 +1084,9 @@ def bias_lrelu_blur(x, bias, *, slope=0.2, gain=1.0, w_scale=1.0, impl="auto"):
                          f"bias {tuple(bias.shape)}")
     if not (_use_triton(x, impl) and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))):
         return blur2d(bias_lrelu(x, bias, slope=slope, gain=gain, w_scale=w_scale, impl=impl), impl=impl)
-    if not (gain > 0 and slope >= 0):
-        raise ValueError(f"bias_lrelu_blur (Triton): needs gain > 0 and slope >= 0, got gain={gain}, slope={slope}")
+    if not (gain > 0 and slope >= 0 and w_scale > 0):
+        raise ValueError(f"bias_lrelu_blur (Triton): needs gain > 0, slope >= 0 and w_scale > 0, got gain={gain}, "
+                         f"slope={slope}, w_scale={w_scale}")
     return _BiasLReLUBlur.apply(x, bias, float(slope), float(gain), float(w_scale))
 
 

@@ -617,6 +617,10 @@ def test_bad_inputs():
         kernels.bias_lrelu(x, bias[:2])
     with pytest.raises(ValueError, match="gain > 0"):
         kernels.bias_lrelu(x, bias, gain=-1.0, impl="triton")
+    with pytest.raises(ValueError, match="w_scale"):
+        kernels.bias_lrelu_blur(x, bias, w_scale=0.0, impl="triton")
+    with pytest.raises(ValueError, match="w_scale"):
+        kernels.noise_adain(x, noise, nw, bias, scale, shift, w_scale=-1.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -633,7 +637,7 @@ def build(fn, xdtype, consts, int_ty='i32'):
         if a in consts: sig[a] = 'constexpr'
         elif a in ('X', 'Y', 'DX', 'G', 'V', 'OUT'): sig[a] = '*' + xdtype
         elif a.isupper() and a not in ('N', 'C', 'HW', 'R', 'L', 'H', 'W'): sig[a] = '*fp32'
-        elif a in ('slope', 'eps', 'gain'): sig[a] = 'fp32'
+        elif a in ('slope', 'eps', 'gain', 'xs'): sig[a] = 'fp32'
         else: sig[a] = int_ty
     tile = 1
     for k, v in consts.items(): tile *= v if k.startswith('BLOCK') else 1
