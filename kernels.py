@@ -867,7 +867,8 @@ class _MaskBlurBias(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None
         gg = torch.add(ggx, ggb.to(ggx.dtype).view(1, -1, 1, 1), alpha=1 / ctx.xs)
-        return _MaskedBlur.apply(gg, x, bias, ctx.slope, ctx.gain, ctx.xs, ctx.xs, False), None, None, None, None, None
+        gx = _MaskedBlur.apply(gg, x, bias, ctx.slope, ctx.gain, ctx.xs, ctx.xs, False)
+        return gx, None, None, None, None, None
 
 
 # Convolutions. For y = conv(x, w) (stride s, padding p; or the transposed convolution), with
@@ -1111,10 +1112,11 @@ def conv2d(x, w, *, stride=1, padding=0, transposed=False, impl="auto"):
 
 def scale_weights(tensors, scales, *, cast=True, impl="auto"):
     """[t * s for t, s in zip(tensors, scales)], the run-time weights of equalized-lr layers, in one
-    foreach multiply (_ScaleCast; a tensor whose scale is 1 is not multiplied). Under autocast the products that `cast` selects (True: all, or one
-    bool per tensor; not a bias that a kernel reads in fp32) also come out in autocast's dtype, in one
-    foreach copy: the cast every convolution and matmul would make of its weight (autocast leaves a
-    tensor already in its dtype as it is), the same values. fp64 stays fp64, as autocast leaves it.
+    foreach multiply (_ScaleCast; a tensor whose scale is 1 is not multiplied). Under autocast the
+    products that `cast` selects (True: all, or one bool per tensor; not a bias that a kernel reads
+    in fp32) also come out in autocast's dtype, in one foreach copy: the cast every convolution and
+    matmul would make of its weight (autocast leaves a tensor already in its dtype as it is), the
+    same values. fp64 stays fp64, as autocast leaves it.
     The backward casts the gradients back and multiplies by the scales, again one foreach op each.
     (A product used by several ops has its gradients summed in autocast's dtype before that cast,
     where per-op casts would sum them in fp32; G and D use each run-time weight once.)
