@@ -3,6 +3,7 @@
     noise_adain(x, noise, noise_weight, bias, scale, shift)   the synthesis layer epilogue
     bias_lrelu(x, bias)                                       mapping network and discriminator
     bias_lrelu_blur(x, bias)                                  discriminator: bias_lrelu, then blur2d
+    bias_lrelu_pool(x, bias)                                  discriminator: 2x2 average, then bias_lrelu
     blur2d(x), conv2d(x, w)                                   resampling filter and convolutions
     scale_weights(tensors, scales)                            equalized-lr weights (x scale, autocast dtype)
 
@@ -104,6 +105,12 @@ def blur2d_ref(x):
 def bias_lrelu_blur_ref(x, bias, slope=0.2, gain=1.0, w_scale=1.0):
     """blur2d_ref(bias_lrelu_ref(x, bias)): a discriminator block's first layer before it downsamples."""
     return blur2d_ref(bias_lrelu_ref(x, bias, slope, gain, w_scale))
+
+
+def bias_lrelu_pool_ref(x, bias, slope=0.2, gain=1.0, w_scale=1.0):
+    """bias_lrelu_ref(avg_pool2d(x, 2), bias): a discriminator block's downsampling layer below
+    FUSED_FROM after its conv (the official conv, 2x2 average, bias, leaky ReLU)."""
+    return bias_lrelu_ref(F.avg_pool2d(x, 2), bias, slope, gain, w_scale)
 
 
 def conv2d_ref(x, w, stride=1, padding=0, transposed=False):
@@ -487,6 +494,73 @@ if HAS_TRITON:
             else:
                 tl.store(PDB + rb.to(tl.int64) * L + l, tl.sum(acc, axis=0), mask=l < L)
 
+    # ------------------------------------------------------------------------------------------
+    # Triton kernel: the discriminator's 2x2 average + bias + leaky ReLU in one pass (the end of its
+    # downsampling layer below FUSED_FROM: conv 3x3, average, bias, leaky ReLU), and its gradients
+    #
+    # With P the 2x2 average ([.., H, W] -> [.., H/2, W/2]), P^T its adjoint (a quarter of each value
+    # to each of its four pixels), u = xs * P(x) + b and m = gain * (1 if u > 0 else slope): the
+    # forward is y = m * u, its gradient dx = xs * P^T(m * dy) ("unpool", half size to full), and that
+    # map's adjoint xs * m * P(v) ("pool", full size to half): each the other's adjoint, the mask's
+    # derivative zero almost everywhere, so the gradients of any order are these two again. The
+    # mask is read off the sign of the saved y. Tiles run over the half-size tensor: PER_ROW (NCHW)
+    # rows are planes of H2 * W2 positions, else (channels_last) rows are positions of C channels.
+    @triton.jit
+    def _lrelu_pool_kernel(
+        V, Y, B, OUT,  # V: x (FORWARD) or the values; Y: the forward's half-size output (its sign: the mask)
+        M,             # [4] (gain * slope, gain, xs, vs) in the compute dtype: exact in fp64 as well
+        PDB,           # UNPOOL with SUM_BIAS: partial sums of m * V, [R, n_lblocks] if PER_ROW else [n_rblocks, C]
+        R, L, H2, W2, C, n_lblocks,
+        MODE: tl.constexpr, SUM_BIAS: tl.constexpr, PER_ROW: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+    ):
+        """MODE 0 (forward): OUT = m * (xs * P(V) + b). 1 (pool): OUT = vs * m * P(V). 2 (unpool):
+        OUT = vs * P^T(m * V). V and OUT are full size where P reads or P^T writes them."""
+        lo, hi, xs, vs = tl.load(M), tl.load(M + 1), tl.load(M + 2), tl.load(M + 3)
+        pid = tl.program_id(0)
+        rb, lb = pid // n_lblocks, pid % n_lblocks
+        r = rb * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
+        l = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # [BLOCK_L]
+        mask = (r < R)[:, None] & (l < L)[None, :]
+        half = r.to(tl.int64)[:, None] * L + l[None, :]  # the tile's half-size elements
+        if PER_ROW:  # position l of plane r; its 2x2 pixels in plane r of 4 * L
+            h2, w2 = (l // W2)[None, :], (l % W2)[None, :]
+            full = r.to(tl.int64)[:, None] * (4 * L) + (2 * h2) * (2 * W2) + 2 * w2
+            step_w, step_h = 1, 2 * W2
+        else:  # channel l of position r = (n, h2, w2); its pixels are whole rows of C
+            n, p = (r // (H2 * W2)).to(tl.int64), r % (H2 * W2)
+            h2, w2 = (p // W2)[:, None], (p % W2)[:, None]
+            full = ((n[:, None] * (2 * H2) + 2 * h2) * (2 * W2) + 2 * w2) * C + l[None, :]
+            step_w, step_h = C, 2 * W2 * C
+        if MODE == 2:
+            y = tl.load(Y + half, mask=mask, other=0.0).to(lo.dtype)
+            t = tl.where(y > 0, hi, lo) * tl.load(V + half, mask=mask, other=0.0).to(lo.dtype)
+            q = (t * vs * 0.25).to(OUT.dtype.element_ty)
+            for i in tl.static_range(4):
+                tl.store(OUT + full + (i // 2) * step_h + (i % 2) * step_w, q, mask=mask)
+            if SUM_BIAS:
+                t = tl.where(mask, t, 0.0)
+                if PER_ROW:
+                    tl.store(PDB + r.to(tl.int64) * n_lblocks + lb, tl.sum(t, axis=1), mask=r < R)
+                else:
+                    tl.store(PDB + rb.to(tl.int64) * L + l, tl.sum(t, axis=0), mask=l < L)
+        else:
+            acc = tl.zeros([BLOCK_R, BLOCK_L], dtype=lo.dtype)
+            for i in tl.static_range(4):
+                acc += tl.load(V + full + (i // 2) * step_h + (i % 2) * step_w, mask=mask, other=0.0).to(lo.dtype)
+            acc = acc * 0.25
+            if MODE == 0:
+                if PER_ROW:
+                    b = tl.load(B + r % C, mask=r < R, other=0.0).to(lo.dtype)[:, None]
+                else:
+                    b = tl.load(B + l, mask=l < L, other=0.0).to(lo.dtype)[None, :]
+                u = acc * xs + b
+                out = tl.where(u > 0, hi, lo) * u
+            else:
+                y = tl.load(Y + half, mask=mask, other=0.0).to(lo.dtype)
+                out = tl.where(y > 0, hi, lo) * acc * vs
+            tl.store(OUT + half, out.to(OUT.dtype.element_ty), mask=mask)
+
 
 # ----------------------------------------------------------------------------------------------
 # Launchers (shapes, layouts, tile plans)
@@ -697,6 +771,41 @@ def _lrelu_blur(x, bias, v, slope, gain, blur_first, xs=1.0, vs=1.0, sum_bias=Fa
     return out, _sum_partials(pdb, None, n, C, n_chunks)[0]
 
 
+def _lrelu_pool(v, y, bias, slope, gain, mode, xs=1.0, vs=1.0, sum_bias=False, per_row=True):
+    """_lrelu_pool_kernel. mode 0: v is x [N, C, H, W] (even H and W), returns y = m * (xs * P(x) + b)
+    [N, C, H/2, W/2]; 1: v full size, returns vs * m * P(v); 2: v half size, returns vs * P^T(m * v)
+    and, with sum_bias, the per-channel sums of m * v (fp32, or fp64 for fp64) or None. NCHW or
+    channels_last, as x; the gradients take per_row, x's layout (NCHW), as the forward found it (a
+    1x1 y is both), and v into it."""
+    if mode == 0:
+        per_row = v.is_contiguous()
+        N, C, H, W = v.shape
+    else:
+        N, C, H, W = y.shape[0], y.shape[1], 2 * y.shape[2], 2 * y.shape[3]
+        layout = torch.contiguous_format if per_row else torch.channels_last
+        v = v.contiguous(memory_format=layout) if mode == 1 else _in_layout(v, y)
+    layout = torch.contiguous_format if per_row else torch.channels_last
+    H2, W2 = H // 2, W // 2
+    out_shape = (N, C, H, W) if mode == 2 else (N, C, H2, W2)
+    out = torch.empty(out_shape, device=v.device, dtype=v.dtype, memory_format=layout)
+    acc = torch.promote_types(v.dtype, torch.float32)
+    R, L = (N * C, H2 * W2) if per_row else (N * H2 * W2, C)
+    BLOCK_L = min(triton.next_power_of_2(L), ELEMWISE_TILE)
+    BLOCK_R = min(triton.next_power_of_2(R), max(1, ELEMWISE_TILE // BLOCK_L))
+    n_lblocks, n_rblocks = triton.cdiv(L, BLOCK_L), triton.cdiv(R, BLOCK_R)
+    pdb = torch.empty((R, n_lblocks) if per_row else (n_rblocks, C), device=v.device, dtype=acc) \
+        if sum_bias else out  # else a placeholder, never written
+    _lrelu_pool_kernel[(n_rblocks * n_lblocks,)](
+        V=v, Y=v if y is None else y, B=v if bias is None else bias, OUT=out,
+        M=_mask_values(slope, gain, xs, vs, v.device, acc), PDB=pdb, R=R, L=L, H2=H2, W2=W2, C=C,
+        n_lblocks=n_lblocks, MODE=mode, SUM_BIAS=sum_bias, PER_ROW=per_row, BLOCK_R=BLOCK_R, BLOCK_L=BLOCK_L,
+        num_warps=_num_warps(BLOCK_R * BLOCK_L))
+    if not sum_bias:
+        return out, None
+    n, n_chunks = (N, n_lblocks) if per_row else (n_rblocks, 1)  # pdb as [n, C, n_chunks]
+    return out, _sum_partials(pdb, None, n, C, n_chunks)[0]
+
+
 # ----------------------------------------------------------------------------------------------
 # Autograd functions
 
@@ -869,6 +978,65 @@ class _MaskBlurBias(torch.autograd.Function):
         gg = torch.add(ggx, ggb.to(ggx.dtype).view(1, -1, 1, 1), alpha=1 / ctx.xs)
         gx = _MaskedBlur.apply(gg, x, bias, ctx.slope, ctx.gain, ctx.xs, ctx.xs, False)
         return gx, None, None, None, None, None
+
+
+class _BiasLReLUPool(torch.autograd.Function):
+    """y = m * (xs * P(x) + b) (kernels.bias_lrelu_pool); dx = xs * P^T(m * dy), db = the sum of
+    m * dy over all but the channel axis (skipped when no bias gradient is wanted, as in R1's
+    first-order pass). The mask lives in the sign of y, which the backward keeps."""
+
+    @staticmethod
+    def forward(ctx, x, bias, slope, gain, xs):
+        y = _lrelu_pool(x, None, bias, slope, gain, 0, xs)[0]
+        ctx.save_for_backward(y)
+        ctx.slope, ctx.gain, ctx.xs, ctx.bias_dtype, ctx.nchw = slope, gain, xs, bias.dtype, x.is_contiguous()
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        y, = ctx.saved_tensors
+        if not _needs_grad(ctx, 1):
+            return _MaskedPool.apply(dy, y, ctx.slope, ctx.gain, ctx.xs, False, ctx.nchw), None, None, None, None
+        dx, dbias = _UnpoolMaskBias.apply(dy, y, ctx.slope, ctx.gain, ctx.xs, ctx.nchw)
+        return dx, dbias.to(ctx.bias_dtype), None, None, None
+
+
+class _MaskedPool(torch.autograd.Function):
+    """v -> vs * m * P(v) (pool: full size to half) or vs * P^T(m * v) (unpool: half to full), each
+    the other's adjoint; so the gradient of either is the other, to any order, and none flows to y."""
+
+    @staticmethod
+    def forward(ctx, v, y, slope, gain, vs, pool, nchw):
+        ctx.save_for_backward(y)
+        ctx.slope, ctx.gain, ctx.vs, ctx.pool, ctx.nchw = slope, gain, vs, pool, nchw
+        return _lrelu_pool(v, y, None, slope, gain, 1 if pool else 2, vs=vs, per_row=nchw)[0]
+
+    @staticmethod
+    def backward(ctx, gout):
+        y, = ctx.saved_tensors
+        out = None
+        if ctx.needs_input_grad[0]:
+            out = _MaskedPool.apply(gout, y, ctx.slope, ctx.gain, ctx.vs, not ctx.pool, ctx.nchw)
+        return out, None, None, None, None, None, None
+
+
+class _UnpoolMaskBias(torch.autograd.Function):
+    """g -> (xs * P^T(m * g), the per-channel sums of m * g) in one pass; adjoint (ggx, ggb) ->
+    m * (xs * P(ggx) + ggb[c]) = xs * m * P(ggx + ggb[c] / xs) (P of a constant is that constant)."""
+
+    @staticmethod
+    def forward(ctx, g, y, slope, gain, xs, nchw):
+        ctx.save_for_backward(y)
+        ctx.slope, ctx.gain, ctx.xs, ctx.nchw = slope, gain, xs, nchw
+        return _lrelu_pool(g, y, None, slope, gain, 2, vs=xs, sum_bias=True, per_row=nchw)
+
+    @staticmethod
+    def backward(ctx, ggx, ggb):
+        y, = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None
+        gg = torch.add(ggx, ggb.to(ggx.dtype).view(1, -1, 1, 1), alpha=1 / ctx.xs)
+        return _MaskedPool.apply(gg, y, ctx.slope, ctx.gain, ctx.xs, True, ctx.nchw), None, None, None, None, None
 
 
 # Convolutions. For y = conv(x, w) (stride s, padding p; or the transposed convolution), with
@@ -1089,6 +1257,23 @@ def bias_lrelu_blur(x, bias, *, slope=0.2, gain=1.0, w_scale=1.0, impl="auto"):
         raise ValueError(f"bias_lrelu_blur (Triton): needs gain > 0, slope >= 0 and w_scale > 0, got gain={gain}, "
                          f"slope={slope}, w_scale={w_scale}")
     return _BiasLReLUBlur.apply(x, bias, float(slope), float(gain), float(w_scale))
+
+
+def bias_lrelu_pool(x, bias, *, slope=0.2, gain=1.0, w_scale=1.0, impl="auto"):
+    """bias_lrelu(avg_pool2d(x, 2), bias) for x [N, C, H, W]: the end of the discriminator's
+    downsampling layer below FUSED_FROM. In Triton one pass that reads x and writes only the
+    half-size activation (the average is never stored), with gradients of any order
+    (_BiasLReLUPool), for x NCHW- or channels_last-contiguous with even H and W; elsewhere the two ops."""
+    if x.ndim != 4 or bias.shape != (x.shape[1],):
+        raise ValueError(f"bias_lrelu_pool: x must be [N, C, H, W] with bias [C], got x {tuple(x.shape)}, "
+                         f"bias {tuple(bias.shape)}")
+    dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+    if not (_use_triton(x, impl) and dense and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0 and x.numel()):
+        return bias_lrelu(F.avg_pool2d(x, 2), bias, slope=slope, gain=gain, w_scale=w_scale, impl=impl)
+    if not (gain > 0 and slope >= 0 and w_scale > 0):
+        raise ValueError(f"bias_lrelu_pool (Triton): needs gain > 0, slope >= 0 and w_scale > 0, got gain={gain}, "
+                         f"slope={slope}, w_scale={w_scale}")
+    return _BiasLReLUPool.apply(x, bias, float(slope), float(gain), float(w_scale))
 
 
 def _autocast(t):

@@ -193,9 +193,10 @@ class EqualConv2d(nn.Module):
             return 1.0
         return self.w_scale * (4 if self.fused and self.up else 1)
 
-    def conv(self, x, weights=None):
+    def conv(self, x, weights=None, pool=True):
         """x convolved with the run-time weight: weights[self] (scale_weights), or made here if None;
-        with scale_after, the output still wants out_scale()."""
+        with scale_after, the output still wants out_scale(). pool=False: a downsampling layer's
+        (unfused) conv without its 2x2 average, which kernels.bias_lrelu_pool then takes."""
         w = run_weight(self) if weights is None else weights[self]
         if self.fused and self.up:
             return kernels.conv2d(x, w.transpose(0, 1), stride=2, padding=1, transposed=True)
@@ -204,11 +205,13 @@ class EqualConv2d(nn.Module):
         if self.up:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         x = kernels.conv2d(x, w, padding=w.shape[-1] // 2)
-        if self.down:
+        if self.down and pool:
             x = F.avg_pool2d(x, 2)
         return x
 
     def forward(self, x, weights=None, act=False):
+        if act and self.down and not self.fused:  # average, bias and leaky ReLU in one kernel
+            return kernels.bias_lrelu_pool(self.conv(x, weights, pool=False), self.bias, w_scale=self.out_scale())
         x = self.conv(x, weights)
         if act:
             return kernels.bias_lrelu(x, self.bias, w_scale=self.out_scale())

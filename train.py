@@ -1090,9 +1090,12 @@ def fit(rank, args, run):
     run.cur_nimg, run.last_good = s.cur_nimg, ((args.resume_path, s.cur_nimg) if args.resume_path else (None, 0))
     if rank == 0:
         save_checkpoint(os.path.join(run.run_dir, "args.json"), json.dumps(plain_args(args), indent=1), durable=False)
+        fused, in_epilogues = FUSED_FROM.get(device.type, sg.FUSED_FROM), SCALE_IN_EPILOGUES.get(device.type, True)
         run.log(f"run {run.run_dir}: {args.data_name} at {s.cfg.resolution}x{s.cfg.resolution}, G "
                 f"{sum(p.numel() for p in s.G.parameters()):,} params, {world} process(es) on {device.type}, "
-                f"amp {args.amp}, R1 pass {args.r1_precision}, kernels {args.impl}, {args.memory_format}"
+                f"amp {args.amp}, R1 pass {args.r1_precision}, kernels {args.impl}, {args.memory_format}, "
+                f"resampling convs fused from {fused}x{fused}, equalized-lr scales in the "
+                f"{'epilogues' if in_epilogues else 'weights'}"
                 + (f", resumed at {s.cur_nimg / 1000:.1f} kimg" if args.resume_path else ""))
     signal.signal(signal.SIGINT, run.on_signal)  # fit() finishes the step, then checkpoints and stops
     signal.signal(signal.SIGTERM, run.on_signal)

@@ -344,29 +344,113 @@ def test_bias_lrelu_blur_gradgradcheck():
     assert torch.autograd.gradgradcheck(fn, (x, bias))
 
 
-@pytest.mark.parametrize("op", ["noise_adain", "noise_adain_blur", "bias_lrelu", "bias_lrelu_blur"])
+POOL_CASES = [(2, 3, 6, 8), (1, 2, 2, 2), (3, 2, 64, 48)]  # uneven sides, a 1x1 result, over one tile
+
+
+@pytest.mark.parametrize("shape", POOL_CASES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_bias_lrelu_pool_is_the_two_ops(shape, dtype, layout):
+    """The fused kernel's output, dx and db against bias_lrelu_ref(avg_pool2d(x, 2)) in the same
+    dtype (fp64: to 1e-12; fp32 1e-5), or for bf16 x (1e-2: its output rounding) in fp32, as the
+    kernel averages (the two bf16 ops would round the average first and move the leaky ReLU's kink
+    for values near it); gain sqrt(2) and 1, NCHW and channels_last."""
+    torch.manual_seed(7)
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    N, C, H, W = shape
+    for gain in (math.sqrt(2), 1.0):
+        x = randn(*shape).to(dtype).contiguous(memory_format=layout).requires_grad_(True)
+        bias = randn(C).to(torch.float64 if dtype == torch.float64 else torch.float32).requires_grad_(True)
+        g = randn(N, C, H // 2, W // 2).to(dtype)
+        outs = []
+        for fn in (kernels.bias_lrelu_pool, kernels.bias_lrelu_pool_ref):
+            fused = fn is kernels.bias_lrelu_pool
+            xin = x if fused or dtype != torch.bfloat16 else x.float()
+            y = fn(xin, bias, gain=gain, **({"impl": "triton"} if fused else {}))
+            outs.append((y, *torch.autograd.grad((y.float() * g.float()).sum(), (x, bias))))
+        assert outs[0][0].is_contiguous(memory_format=layout) and outs[0][0].dtype == dtype
+        assert outs[0][1].is_contiguous(memory_format=layout)
+        for name, got, want in zip(["y", "dx", "db"], *outs):
+            assert_close(got, want, tol, f"{name} {dtype} gain {gain:.3f}")
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_bias_lrelu_pool_second_order(layout):
+    """R1 through conv -> bias_lrelu_pool -> dense (a discriminator's downsampling layer in small):
+    the input gradient, its squared norm's gradient in every parameter, and the same from a first
+    pass that also takes the parameters' gradients (the bias summed in the kernel), fused in fp64
+    against the reference ops in fp64, to 1e-12; the fused side in NCHW and in channels_last."""
+    torch.manual_seed(8)
+    x, W1, b1 = randn(3, 2, 6, 4), randn(4, 2, 3, 3) * 0.5, randn(4)
+    W2, b2, v = randn(4 * 3 * 2, 7) * 0.1, randn(7), randn(3, 7)
+    outs = []
+    for fused in (True, False):
+        x, W1 = (t.contiguous(memory_format=layout if fused else torch.contiguous_format) for t in (x, W1))
+        leaves = [t.double().detach().requires_grad_(True) for t in (x, W1, b1, W2, b2)]
+        xx, w1, bb1, w2, bb2 = leaves
+
+        def loss():
+            conv = F.conv2d(xx, w1, padding=1)
+            h = (kernels.bias_lrelu_pool(conv, bb1, gain=math.sqrt(2), w_scale=0.3, impl="triton") if fused
+                 else kernels.bias_lrelu_pool_ref(conv, bb1, gain=math.sqrt(2), w_scale=0.3))
+            return (kernels.bias_lrelu_ref(h.flatten(1) @ w2, bb2, gain=math.sqrt(2)) * v.double()).sum()
+
+        gx, = torch.autograd.grad(loss(), xx, create_graph=True)
+        second = torch.autograd.grad(gx.square().sum(), leaves, allow_unused=True)
+        first = torch.autograd.grad(loss(), leaves, create_graph=True)
+        again = torch.autograd.grad(sum(t.square().sum() for t in first), leaves, allow_unused=True)
+        outs.append((gx, *second, *first, *again))
+    names = ["dD/dx"] + [f"{k}/d{p}" for k in ("dR1", "d", "d|d|^2") for p in ("x", "W1", "b1", "W2", "b2")]
+    for name, got, want in zip(names, *outs):
+        assert_close(got, want, 1e-12, name)
+
+
+def test_bias_lrelu_pool_gradgradcheck():
+    """First and second order gradients of the fused op in x and bias against finite differences
+    (fp64, gradcheck's default step and tolerances; x away from the kink after the average)."""
+    torch.manual_seed(9)
+    x = torch.randn(1, 2, 4, 6, device=DEVICE, dtype=torch.float64)
+    x = (x + away_from_kink(F.avg_pool2d(x, 2)).repeat_interleave(2, 2).repeat_interleave(2, 3)
+         - F.avg_pool2d(x, 2).repeat_interleave(2, 2).repeat_interleave(2, 3)).requires_grad_(True)
+    bias = torch.zeros(2, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, b: kernels.bias_lrelu_pool(x, b, gain=math.sqrt(2), impl="triton")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, bias))
+    assert torch.autograd.gradgradcheck(fn, (x, bias))
+
+
+def test_bias_lrelu_pool_falls_back_to_the_two_ops():
+    """Odd sides or a strided x: the two ops (avg_pool2d then bias_lrelu), the same values."""
+    torch.manual_seed(10)
+    bias = randn(3)
+    for x in (randn(2, 3, 5, 4), randn(2, 3, 8, 8)[:, :, ::2, :4]):
+        assert_close(kernels.bias_lrelu_pool(x, bias, impl="triton"), kernels.bias_lrelu_pool_ref(x, bias), 1e-6,
+                      str(tuple(x.shape)))
+
+
+@pytest.mark.parametrize("op", ["noise_adain", "noise_adain_blur", "bias_lrelu", "bias_lrelu_blur", "bias_lrelu_pool"])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_w_scale_is_the_scaled_input(op, layout, monkeypatch):
     """w_scale, the equalized-lr scale of the conv before an epilogue, applied by the epilogue:
     op(x, w_scale=s) is op(s * x) between a layer before and one after it: the output and the
-    gradients of every input; for the discriminator's ops (bias_lrelu, bias_lrelu_blur) also R1's
+    gradients of every input; for the discriminator's ops (bias_lrelu, _blur, _pool) also R1's
     second order, from a first pass in x alone (no bias gradient, as R1 takes it) and from one in
     everything (the bias gradient summed in the kernel), in every parameter. fp64: the reference to
-    1e-12, the Triton kernels to 1e-5 (they compute in fp32; the blur kernel in fp64, 1e-12), on
-    split planes (noise_adain), NCHW and channels_last."""
+    1e-12, the Triton kernels to 1e-5 (they compute in fp32; the blur and pool kernels in fp64,
+    1e-12), on split planes (noise_adain), NCHW and channels_last."""
     if not (torch.cuda.is_available() or kernels.INTERPRET):
         pytest.skip("Triton needs a GPU or TRITON_INTERPRET=1")
-    monkeypatch.setattr(kernels, "SPLIT_HW", 16)  # 5x6 planes in two chunks
+    monkeypatch.setattr(kernels, "SPLIT_HW", 16)  # 6x4 planes in two chunks
     torch.manual_seed(6)
     scale = 0.0371
-    x, g = randn(2, 3, 5, 6, dtype=torch.float64), randn(2, 3, 5, 6, dtype=torch.float64)
+    x = randn(2, 3, 6, 4, dtype=torch.float64)
+    g = randn(2, 3, 3, 2, dtype=torch.float64) if op.endswith("pool") else randn(2, 3, 6, 4, dtype=torch.float64)
     x = x.contiguous(memory_format=layout)
     # a per-channel weight before and after the op, the bias; then noise weight, style scale, shift, noise
     params = [randn(1, 3, 1, 1, dtype=torch.float64), randn(1, 3, 1, 1, dtype=torch.float64),
               randn(3, dtype=torch.float64) * 0.3]
     if op.startswith("noise_adain"):
         params += [randn(3, dtype=torch.float64), randn(2, 3, dtype=torch.float64) + 1,
-                   randn(2, 3, dtype=torch.float64), randn(2, 1, 5, 6, dtype=torch.float64)]
+                   randn(2, 3, dtype=torch.float64), randn(2, 1, 6, 4, dtype=torch.float64)]
     second = not op.startswith("noise_adain")
 
     def run(impl, scaled_inside):
@@ -393,7 +477,7 @@ def test_w_scale_is_the_scaled_input(op, layout, monkeypatch):
     names += [f"{r}/{p}" for r in ("dR1", "d|dx|^2") for p in names] if second else \
         ["dnoise_weight", "dscale", "dshift", "dnoise"]
     for impl in ("ref", "triton"):
-        tol = 1e-12 if impl == "ref" or op == "bias_lrelu_blur" else 1e-5
+        tol = 1e-12 if impl == "ref" or op in ("bias_lrelu_blur", "bias_lrelu_pool") else 1e-5
         got, want = run(impl, True), run(impl, False)
         assert len(got) == len(names)
         for name, a, b in zip(names, got, want):
@@ -637,7 +721,7 @@ def build(fn, xdtype, consts, int_ty='i32'):
     for a in fn.arg_names:
         if a in consts: sig[a] = 'constexpr'
         elif a in ('X', 'Y', 'DX', 'G', 'V', 'OUT'): sig[a] = '*' + xdtype
-        elif a.isupper() and a not in ('N', 'C', 'HW', 'R', 'L', 'H', 'W'): sig[a] = '*fp32'
+        elif a.isupper() and a not in ('N', 'C', 'HW', 'R', 'L', 'H', 'W', 'H2', 'W2'): sig[a] = '*fp32'
         elif a in ('slope', 'eps', 'gain', 'xs'): sig[a] = 'fp32'
         else: sig[a] = int_ty
     tile = 1
@@ -658,6 +742,9 @@ for xd, (bc, bhw), on in itertools.product(('fp32', 'bf16'), ((64, 16), (32, 128
                                                              (False, True)):
         build(K._lrelu_blur_kernel, xd, dict(BLUR_FIRST=blur_first, FORWARD=forward, SUM_BIAS=on and blur_first,
                                              PER_ROW=per_row, BLOCK_R=bc, BLOCK_L=bhw))
+    for mode, per_row in itertools.product((0, 1, 2), (False, True)):
+        build(K._lrelu_pool_kernel, xd, dict(MODE=mode, SUM_BIAS=on and mode == 2, PER_ROW=per_row, BLOCK_R=bc,
+                                             BLOCK_L=bhw))
 build(K._adain_fwd_kernel, 'fp16', dict(HAS_NOISE=False, BLUR=False, HAS_STATS=False, BLOCK_C=1, BLOCK_HW=4096), 'i64')
 build(K._adain_bwd_kernel, 'fp16', dict(HAS_NOISE=True, BLUR=True, HAS_SUMS=True, BLOCK_C=1, BLOCK_HW=4096), 'i64')
 build(K._lrelu_grad_kernel, 'fp16', dict(SUM_BIAS=True, BIAS_PER_ROW=True, BLOCK_R=1, BLOCK_L=2048), 'i64')

@@ -428,7 +428,8 @@ def test_weights_scaled_at_once_are_the_per_layer_products(monkeypatch):
         results.append([img, logits] + grads)
     assert len(results[0]) == len(results[1]) and all(map(torch.equal, *results))
 
-LEAN_OPS = {name: getattr(kernels, name) for name in ("blur2d", "conv2d", "bias_lrelu", "bias_lrelu_blur")}
+LEAN_OPS = {name: getattr(kernels, name) for name in ("blur2d", "conv2d", "bias_lrelu", "bias_lrelu_blur",
+                                                       "bias_lrelu_pool")}
 LEAN_BIAS_BACKWARD = kernels._BiasLReLU.backward
 
 
@@ -449,6 +450,8 @@ def lean_step_grads(G, D, z, reals, cuts, triton, monkeypatch):
         impl = "triton" if name in cuts or (name == "bias_lrelu" and triton) else "ref"
         if name == "bias_lrelu_blur" and name not in cuts:  # the plain lrelu (exact in fp64), then blur2d
             real = lambda x, b, impl, **k: kernels.blur2d(kernels.bias_lrelu_ref(x, b, **k))  # noqa: E731
+        if name == "bias_lrelu_pool" and name not in cuts:  # the 2x2 average, then the plain lrelu
+            real = lambda x, b, impl, **k: kernels.bias_lrelu_ref(F.avg_pool2d(x, 2), b, **k)  # noqa: E731
         monkeypatch.setattr(kernels, name, lambda *a, real=real, impl=impl, **k: real(*a, **{**k, "impl": impl}))
     bias_backward = LEAN_BIAS_BACKWARD if "bias_lrelu" in cuts else plain_bias_backward
     monkeypatch.setattr(kernels._BiasLReLU, "backward", staticmethod(bias_backward))
@@ -463,16 +466,19 @@ def lean_step_grads(G, D, z, reals, cuts, triton, monkeypatch):
     return [penalty.detach(), grad.detach()] + [p.grad for p in [*G.parameters(), *D.parameters()]]
 
 
-@pytest.mark.parametrize("cuts", [(name,) for name in LEAN_OPS if name != "bias_lrelu_blur"] + [tuple(LEAN_OPS)])
+@pytest.mark.parametrize("cuts", [(name,) for name in LEAN_OPS if name not in ("bias_lrelu_blur", "bias_lrelu_pool")]
+                         + [tuple(LEAN_OPS)])
 def test_lean_step_is_the_same_math(cuts, monkeypatch):
     """The training step's hand-written gradients (kernels.blur2d: the blur is its own adjoint;
     conv2d: no autograd convolution double backward; bias_lrelu: the bias gradient summed in the
     Triton kernel and skipped in R1's first pass; bias_lrelu_blur: D's lrelu and blur in one kernel
-    whose gradients are each other's adjoints) give the R1 penalty, dD/dx and every G and D
+    whose gradients are each other's adjoints; bias_lrelu_pool: D's 2x2 average, bias and lrelu below
+    128x128 in one kernel, likewise) give the R1 penalty, dD/dx and every G and D
     gradient of the plain formulation, in fp64 to 1e-12 of each tensor's largest value (measured:
     1e-13 and below). 128x128: the fused up/down convolutions take part."""
     triton = "bias_lrelu" in cuts
-    if (triton or "bias_lrelu_blur" in cuts) and not (torch.cuda.is_available() or kernels.INTERPRET):
+    if (triton or "bias_lrelu_blur" in cuts or "bias_lrelu_pool" in cuts) and not (torch.cuda.is_available()
+                                                                                   or kernels.INTERPRET):
         pytest.skip("Triton needs a GPU or TRITON_INTERPRET=1")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = tiny_cfg(128, fmap_base=256, fmap_max=4, z_dim=8, w_dim=8, mapping_fmaps=8, mapping_layers=2)
