@@ -301,9 +301,14 @@ def r1_penalty(D, reals, alpha, args, scale=1.0):
     reals = reals.detach().requires_grad_(True)
     with penalty_pass(args):
         logits = sg.fp32_or_wider(D(reals, alpha))
-        grad, = torch.autograd.grad(logits.sum() * scale, reals, create_graph=True)
+        grad, = torch.autograd.grad(scaled(logits.sum(), scale), reals, create_graph=True)
     k2 = (reals.shape[-1] / D.cfg.resolution) ** 2
-    return logits, (sg.fp32_or_wider(grad) / scale).square().sum(dim=(1, 2, 3)) * k2
+    return logits, scaled(sg.fp32_or_wider(grad), 1 / scale).square().sum(dim=(1, 2, 3)) * k2
+
+
+def scaled(t, scale):
+    """t * scale, and t itself for a scale of 1 (bf16 and fp32: no pass over a full-size gradient)."""
+    return t if scale == 1.0 else t * scale
 
 
 def gradient_penalty(D, reals, fakes, alpha, args, scale=1.0):
@@ -313,9 +318,9 @@ def gradient_penalty(D, reals, fakes, alpha, args, scale=1.0):
     mixed = torch.lerp(reals, sg.fp32_or_wider(fakes), eps).requires_grad_(True)
     with penalty_pass(args):
         logits = sg.fp32_or_wider(D(mixed, alpha))
-        grad, = torch.autograd.grad(logits.sum() * scale, mixed, create_graph=True)
+        grad, = torch.autograd.grad(scaled(logits.sum(), scale), mixed, create_graph=True)
     k = mixed.shape[-1] / D.cfg.resolution
-    return ((sg.fp32_or_wider(grad) / scale).flatten(1).norm(dim=1) * k - 1).square()
+    return (scaled(sg.fp32_or_wider(grad), 1 / scale).flatten(1).norm(dim=1) * k - 1).square()
 
 
 def d_loss(G, D, reals, z, phase, args, scale=1.0, r1=True):
