@@ -895,11 +895,11 @@ def on_device(x, device, layout="nchw"):
     """A network or a batch on device, in layout (--memory-format): "nchw", or "channels_last" (NHWC),
     and a network with its resampling convs fused from FUSED_FROM's resolution and its equalized-lr
     scales where SCALE_IN_EPILOGUES puts them, for the device. The same math in any layout and form
-    (tests/test_train.py, tests/test_model.py). On a CPU
-    oneDNN's convolutions run faster in channels_last (one training step, 2 cores, 2026-12-01: the
-    quick-start networks at 32x32 91 ms instead of 111, the full-size ones at 32x32, batch 16,
-    9.6-10.0 s instead of 10.8-11.4), so auto picks it there; CUDA keeps NCHW, the layout the kernels
-    were counted and tuned in, until a GPU run has measured the other (.ci/gpu does)."""
+    (tests/test_train.py, tests/test_model.py). On a CPU oneDNN's convolutions run faster in
+    channels_last (one training step, 2 cores, 2026-12-01: the quick-start networks at 32x32 91 ms
+    instead of 111, the full-size ones at 32x32, batch 16, 9.6-10.0 s instead of 10.8-11.4), so auto
+    picks it there; CUDA keeps NCHW, the layout the kernels were counted and tuned in, until a GPU run
+    has measured the other (.ci/gpu does)."""
     x = x.to(device)
     if isinstance(x, torch.nn.Module):
         kind = torch.device(device).type
