@@ -503,7 +503,9 @@ def test_lean_step_is_the_same_math(cuts, monkeypatch):
 def test_triton_and_reference_give_the_same_model(layout, monkeypatch, no_tf32):
     """Images, D logits, the R1 gradient and every parameter gradient agree between the fused
     Triton kernels and the PyTorch references in NCHW (fp32; on CPU via TRITON_INTERPRET=1), with
-    the Triton side in either layout (train.py --memory-format)."""
+    the Triton side in either layout (train.py --memory-format) and in a GPU's form: the equalized-lr
+    scales applied by the kernels (on a CPU on_device puts them into the weights), D's average, bias
+    and leaky ReLU in kernels.bias_lrelu_pool."""
     if not (torch.cuda.is_available() or kernels.INTERPRET):
         pytest.skip("Triton needs a GPU or TRITON_INTERPRET=1")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -519,7 +521,7 @@ def test_triton_and_reference_give_the_same_model(layout, monkeypatch, no_tf32):
     for impl in ("ref", "triton"):
         monkeypatch.setattr(kernels, "IMPL", impl)
         if impl == "triton":
-            G, D = (train.on_device(net, device, layout) for net in (G, D))
+            G, D = (sg.scale_in_epilogues(train.on_device(net, device, layout)) for net in (G, D))
             reals = train.on_device(reals, device, layout)
         G.zero_grad(), D.zero_grad()
         img = G(z, res=16, alpha=0.6, noise_mode="const")
