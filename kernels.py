@@ -381,6 +381,38 @@ if HAS_TRITON:
     # ------------------------------------------------------------------------------------------
     # Triton kernels: bias + leaky ReLU, and its gradient (itself differentiable, for R1)
 
+    # The row kernels (this one, its gradient, and D's with the blur or the 2x2 average) see a dense
+    # tensor as rows [R, L] in memory order: NCHW rows are one channel's plane (BIAS_PER_ROW, PER_ROW;
+    # channel r % C), else ([N, C] or channels_last) one position's channels (channel l).
+
+    @triton.jit
+    def _row_tile(R, L, n_lblocks, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+        """This program's tile: its row and column blocks, rows, columns, mask and int64 offsets."""
+        pid = tl.program_id(0)
+        rb, lb = pid // n_lblocks, pid % n_lblocks
+        r = rb * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
+        l = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # [BLOCK_L]
+        mask = (r < R)[:, None] & (l < L)[None, :]
+        return rb, lb, r, l, mask, r.to(tl.int64)[:, None] * L + l[None, :]
+
+    @triton.jit
+    def _row_bias(B, r, l, R, L, C, PER_ROW: tl.constexpr):
+        """The bias of a tile's elements, broadcastable to the tile."""
+        if PER_ROW:
+            b = tl.load(B + r % C, mask=r < R, other=0.0)[:, None]
+        else:
+            b = tl.load(B + l, mask=l < L, other=0.0)[None, :]
+        return b
+
+    @triton.jit
+    def _store_row_sums(PDB, t, rb, lb, r, l, R, L, n_lblocks, PER_ROW: tl.constexpr):
+        """A tile's per-channel partial sums of t (zero where masked): per row into PDB [R, n_lblocks]
+        (NCHW), else per column into PDB [n_rblocks, L]; _sum_row_partials adds them up."""
+        if PER_ROW:
+            tl.store(PDB + r.to(tl.int64) * n_lblocks + lb, tl.sum(t, axis=1), mask=r < R)
+        else:
+            tl.store(PDB + rb.to(tl.int64) * L + l, tl.sum(t, axis=0), mask=l < L)
+
     @triton.jit
     def _bias_lrelu_fwd_kernel(
         X, Y,  # [R, L] x and y in memory order (row-major, contiguous); y in x's dtype
@@ -389,16 +421,9 @@ if HAS_TRITON:
         BIAS_PER_ROW: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
     ):
         """y = leaky_relu(xs * x + b) * gain; xs: the equalized-lr scale of the layer that made x."""
-        pid = tl.program_id(0)
-        r = (pid // n_lblocks) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
-        l = (pid % n_lblocks) * BLOCK_L + tl.arange(0, BLOCK_L)   # [BLOCK_L]
-        mask = (r < R)[:, None] & (l < L)[None, :]
-        offs = r.to(tl.int64)[:, None] * L + l[None, :]
+        rb, lb, r, l, mask, offs = _row_tile(R, L, n_lblocks, BLOCK_R, BLOCK_L)
         v = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) * xs
-        if BIAS_PER_ROW:
-            v = v + tl.load(B + r % C, mask=r < R, other=0.0).to(tl.float32)[:, None]
-        else:
-            v = v + tl.load(B + l, mask=l < L, other=0.0).to(tl.float32)[None, :]
+        v = v + _row_bias(B, r, l, R, L, C, BIAS_PER_ROW).to(tl.float32)
         y = tl.where(v > 0, v, v * slope) * gain
         tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
 
@@ -418,22 +443,13 @@ if HAS_TRITON:
         R, L, n_lblocks, slope, gain, xs,
         SUM_BIAS: tl.constexpr, BIAS_PER_ROW: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
     ):
-        pid = tl.program_id(0)
-        rb, lb = pid // n_lblocks, pid % n_lblocks
-        r = rb * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
-        l = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # [BLOCK_L]
-        mask = (r < R)[:, None] & (l < L)[None, :]
-        offs = r.to(tl.int64)[:, None] * L + l[None, :]
+        rb, lb, r, l, mask, offs = _row_tile(R, L, n_lblocks, BLOCK_R, BLOCK_L)
         g = tl.load(G + offs, mask=mask, other=0.0).to(tl.float32)
         y = tl.load(Y + offs, mask=mask, other=0.0).to(tl.float32)
         dx = tl.where(y > 0, g, g * slope) * gain  # 0 where masked; the gradient of xs * x + b
         tl.store(DX + offs, (dx * xs).to(DX.dtype.element_ty), mask=mask)
         if SUM_BIAS:
-            dx = dx.to(PDB.dtype.element_ty)
-            if BIAS_PER_ROW:
-                tl.store(PDB + r.to(tl.int64) * n_lblocks + lb, tl.sum(dx, axis=1), mask=r < R)
-            else:
-                tl.store(PDB + rb.to(tl.int64) * L + l, tl.sum(dx, axis=0), mask=l < L)
+            _store_row_sums(PDB, dx.to(PDB.dtype.element_ty), rb, lb, r, l, R, L, n_lblocks, BIAS_PER_ROW)
 
 
     # ------------------------------------------------------------------------------------------
@@ -459,18 +475,12 @@ if HAS_TRITON:
     ):
         """BLUR_FIRST: OUT = vs * m * B(V). Else OUT = vs * B(m * V), with V = u itself when FORWARD."""
         lo, hi, xs, vs = tl.load(M), tl.load(M + 1), tl.load(M + 2), tl.load(M + 3)
-        pid = tl.program_id(0)
-        rb, lb = pid // n_lblocks, pid % n_lblocks
-        r = rb * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
-        l = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # [BLOCK_L]
-        mask = (r < R)[:, None] & (l < L)[None, :]
-        at = r.to(tl.int64)[:, None] * L + l[None, :]  # the tile's elements
+        rb, lb, r, l, mask, at = _row_tile(R, L, n_lblocks, BLOCK_R, BLOCK_L)  # at: the tile's elements
+        b = _row_bias(B, r, l, R, L, C, PER_ROW).to(lo.dtype)
         if PER_ROW:  # position l of plane r
             h, w = (l // W)[None, :], (l % W)[None, :]
-            b = tl.load(B + r % C, mask=r < R, other=0.0).to(lo.dtype)[:, None]
         else:  # channel l of position r
             h, w = ((r % (H * W)) // W)[:, None], (r % W)[:, None]
-            b = tl.load(B + l, mask=l < L, other=0.0).to(lo.dtype)[None, :]
         acc = tl.zeros([BLOCK_R, BLOCK_L], dtype=lo.dtype)
         for i in tl.static_range(9):  # the 3x3 taps, (2 - dh^2)(2 - dw^2) / 16: 1, 2 or 4 sixteenths
             dh, dw = i // 3 - 1, i % 3 - 1
@@ -488,11 +498,7 @@ if HAS_TRITON:
             acc = tl.where(u > 0, hi, lo) * acc
         tl.store(OUT + at, (acc * vs).to(OUT.dtype.element_ty), mask=mask)
         if SUM_BIAS:
-            acc = tl.where(mask, acc, 0.0)
-            if PER_ROW:
-                tl.store(PDB + r.to(tl.int64) * n_lblocks + lb, tl.sum(acc, axis=1), mask=r < R)
-            else:
-                tl.store(PDB + rb.to(tl.int64) * L + l, tl.sum(acc, axis=0), mask=l < L)
+            _store_row_sums(PDB, tl.where(mask, acc, 0.0), rb, lb, r, l, R, L, n_lblocks, PER_ROW)
 
     # ------------------------------------------------------------------------------------------
     # Triton kernel: the discriminator's 2x2 average + bias + leaky ReLU in one pass (the end of its
@@ -517,12 +523,7 @@ if HAS_TRITON:
         """MODE 0 (forward): OUT = m * (xs * P(V) + b). 1 (pool): OUT = vs * m * P(V). 2 (unpool):
         OUT = vs * P^T(m * V). V and OUT are full size where P reads or P^T writes them."""
         lo, hi, xs, vs = tl.load(M), tl.load(M + 1), tl.load(M + 2), tl.load(M + 3)
-        pid = tl.program_id(0)
-        rb, lb = pid // n_lblocks, pid % n_lblocks
-        r = rb * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
-        l = lb * BLOCK_L + tl.arange(0, BLOCK_L)  # [BLOCK_L]
-        mask = (r < R)[:, None] & (l < L)[None, :]
-        half = r.to(tl.int64)[:, None] * L + l[None, :]  # the tile's half-size elements
+        rb, lb, r, l, mask, half = _row_tile(R, L, n_lblocks, BLOCK_R, BLOCK_L)  # the half-size elements
         if PER_ROW:  # position l of plane r; its 2x2 pixels in plane r of 4 * L
             h2, w2 = (l // W2)[None, :], (l % W2)[None, :]
             full = r.to(tl.int64)[:, None] * (4 * L) + (2 * h2) * (2 * W2) + 2 * w2
@@ -539,22 +540,14 @@ if HAS_TRITON:
             for i in tl.static_range(4):
                 tl.store(OUT + full + (i // 2) * step_h + (i % 2) * step_w, q, mask=mask)
             if SUM_BIAS:
-                t = tl.where(mask, t, 0.0)
-                if PER_ROW:
-                    tl.store(PDB + r.to(tl.int64) * n_lblocks + lb, tl.sum(t, axis=1), mask=r < R)
-                else:
-                    tl.store(PDB + rb.to(tl.int64) * L + l, tl.sum(t, axis=0), mask=l < L)
+                _store_row_sums(PDB, tl.where(mask, t, 0.0), rb, lb, r, l, R, L, n_lblocks, PER_ROW)
         else:
             acc = tl.zeros([BLOCK_R, BLOCK_L], dtype=lo.dtype)
             for i in tl.static_range(4):
                 acc += tl.load(V + full + (i // 2) * step_h + (i % 2) * step_w, mask=mask, other=0.0).to(lo.dtype)
             acc = acc * 0.25
             if MODE == 0:
-                if PER_ROW:
-                    b = tl.load(B + r % C, mask=r < R, other=0.0).to(lo.dtype)[:, None]
-                else:
-                    b = tl.load(B + l, mask=l < L, other=0.0).to(lo.dtype)[None, :]
-                u = acc * xs + b
+                u = acc * xs + _row_bias(B, r, l, R, L, C, PER_ROW).to(lo.dtype)
                 out = tl.where(u > 0, hi, lo) * u
             else:
                 y = tl.load(Y + half, mask=mask, other=0.0).to(lo.dtype)
@@ -705,10 +698,27 @@ def _rows_plan(x):
         R, L, per_row = x.numel() // C, C, False
     else:  # NCHW: one channel per row of H * W
         R, L, per_row = x.shape[0] * C, x.numel() // (x.shape[0] * C), True
+    BLOCK_R, BLOCK_L, n_rblocks, n_lblocks = _tile_plan(R, L)
+    return R, L, per_row, BLOCK_R, BLOCK_L, n_lblocks, (n_rblocks * n_lblocks,)
+
+
+def _tile_plan(R, L):
+    """(BLOCK_R, BLOCK_L, n_rblocks, n_lblocks) of a row kernel over [R, L]: tiles of about
+    ELEMWISE_TILE elements, whole rows where they fit."""
     BLOCK_L = min(triton.next_power_of_2(L), ELEMWISE_TILE)
     BLOCK_R = min(triton.next_power_of_2(R), max(1, ELEMWISE_TILE // BLOCK_L))
-    n_lblocks = triton.cdiv(L, BLOCK_L)
-    return R, L, per_row, BLOCK_R, BLOCK_L, n_lblocks, (triton.cdiv(R, BLOCK_R) * n_lblocks,)
+    return BLOCK_R, BLOCK_L, triton.cdiv(R, BLOCK_R), triton.cdiv(L, BLOCK_L)
+
+
+def _row_partials(per_row, R, C, n_rblocks, n_lblocks, device, dtype):
+    """The buffer a row kernel writes its per-channel partial sums into (_store_row_sums)."""
+    return torch.empty((R, n_lblocks) if per_row else (n_rblocks, C), device=device, dtype=dtype)
+
+
+def _sum_row_partials(pdb, per_row, N, C, n_rblocks, n_lblocks):
+    """The per-channel sums [C] of a row kernel's partials: pdb read as [n, C, n_chunks]."""
+    n, n_chunks = (N, n_lblocks) if per_row else (n_rblocks, 1)
+    return _sum_partials(pdb, None, n, C, n_chunks)[0]
 
 
 def _bias_lrelu_forward(x, bias, slope, gain, xs=1.0):
@@ -732,15 +742,14 @@ def _lrelu_grad(g, y, slope, gain, xs=1.0, sum_bias=False):
         return dx, (torch.zeros(C, device=y.device, dtype=acc) if sum_bias else None)
     R, L, per_row, BLOCK_R, BLOCK_L, n_lblocks, grid = _rows_plan(y)
     n_rblocks = triton.cdiv(R, BLOCK_R)
-    pdb = torch.empty((R, n_lblocks) if per_row else (n_rblocks, L), device=y.device, dtype=acc) \
-        if sum_bias else dx  # placeholder, never written without SUM_BIAS
+    pdb = _row_partials(per_row, R, C, n_rblocks, n_lblocks, y.device, acc) if sum_bias \
+        else dx  # placeholder, never written without SUM_BIAS
     _lrelu_grad_kernel[grid](G=g, Y=y, DX=dx, PDB=pdb, R=R, L=L, n_lblocks=n_lblocks, slope=slope, gain=gain,
                              xs=xs, SUM_BIAS=sum_bias, BIAS_PER_ROW=per_row, BLOCK_R=BLOCK_R, BLOCK_L=BLOCK_L,
                              num_warps=_num_warps(BLOCK_R * BLOCK_L))
     if not sum_bias:
         return dx, None
-    N, n_chunks = (y.shape[0], n_lblocks) if per_row else (n_rblocks, 1)  # pdb as [N, C, n_chunks]
-    return dx, _sum_partials(pdb, None, N, C, n_chunks)[0]
+    return dx, _sum_row_partials(pdb, per_row, y.shape[0], C, n_rblocks, n_lblocks)
 
 
 @functools.lru_cache(maxsize=None)
@@ -759,16 +768,15 @@ def _lrelu_blur(x, bias, v, slope, gain, blur_first, xs=1.0, vs=1.0, sum_bias=Fa
     N, C, H, W = x.shape
     R, L, per_row, BLOCK_R, BLOCK_L, n_lblocks, grid = _rows_plan(x)
     n_rblocks = triton.cdiv(R, BLOCK_R)
-    pdb = torch.empty((R, n_lblocks) if per_row else (n_rblocks, C), device=x.device, dtype=acc) \
-        if sum_bias else out  # else a placeholder, never written
+    pdb = _row_partials(per_row, R, C, n_rblocks, n_lblocks, x.device, acc) if sum_bias \
+        else out  # else a placeholder, never written
     _lrelu_blur_kernel[grid](
         X=x, B=bias, V=v, OUT=out, M=_mask_values(slope, gain, xs, vs, x.device, acc), PDB=pdb, R=R, L=L, H=H, W=W,
         C=C, n_lblocks=n_lblocks, BLUR_FIRST=blur_first, FORWARD=forward, SUM_BIAS=sum_bias, PER_ROW=per_row,
         BLOCK_R=BLOCK_R, BLOCK_L=BLOCK_L, num_warps=_num_warps(BLOCK_R * BLOCK_L))
     if not sum_bias:
         return out, None
-    n, n_chunks = (N, n_lblocks) if per_row else (n_rblocks, 1)  # pdb as [n, C, n_chunks]
-    return out, _sum_partials(pdb, None, n, C, n_chunks)[0]
+    return out, _sum_row_partials(pdb, per_row, N, C, n_rblocks, n_lblocks)
 
 
 def _lrelu_pool(v, y, bias, slope, gain, mode, xs=1.0, vs=1.0, sum_bias=False, per_row=True):
@@ -782,19 +790,17 @@ def _lrelu_pool(v, y, bias, slope, gain, mode, xs=1.0, vs=1.0, sum_bias=False, p
         N, C, H, W = v.shape
     else:
         N, C, H, W = y.shape[0], y.shape[1], 2 * y.shape[2], 2 * y.shape[3]
-        layout = torch.contiguous_format if per_row else torch.channels_last
-        v = v.contiguous(memory_format=layout) if mode == 1 else _in_layout(v, y)
     layout = torch.contiguous_format if per_row else torch.channels_last
+    if mode:
+        v = v.contiguous(memory_format=layout) if mode == 1 else _in_layout(v, y)
     H2, W2 = H // 2, W // 2
     out_shape = (N, C, H, W) if mode == 2 else (N, C, H2, W2)
     out = torch.empty(out_shape, device=v.device, dtype=v.dtype, memory_format=layout)
     acc = torch.promote_types(v.dtype, torch.float32)
     R, L = (N * C, H2 * W2) if per_row else (N * H2 * W2, C)
-    BLOCK_L = min(triton.next_power_of_2(L), ELEMWISE_TILE)
-    BLOCK_R = min(triton.next_power_of_2(R), max(1, ELEMWISE_TILE // BLOCK_L))
-    n_lblocks, n_rblocks = triton.cdiv(L, BLOCK_L), triton.cdiv(R, BLOCK_R)
-    pdb = torch.empty((R, n_lblocks) if per_row else (n_rblocks, C), device=v.device, dtype=acc) \
-        if sum_bias else out  # else a placeholder, never written
+    BLOCK_R, BLOCK_L, n_rblocks, n_lblocks = _tile_plan(R, L)
+    pdb = _row_partials(per_row, R, C, n_rblocks, n_lblocks, v.device, acc) if sum_bias \
+        else out  # else a placeholder, never written
     _lrelu_pool_kernel[(n_rblocks * n_lblocks,)](
         V=v, Y=v if y is None else y, B=v if bias is None else bias, OUT=out,
         M=_mask_values(slope, gain, xs, vs, v.device, acc), PDB=pdb, R=R, L=L, H2=H2, W2=W2, C=C,
@@ -802,8 +808,7 @@ def _lrelu_pool(v, y, bias, slope, gain, mode, xs=1.0, vs=1.0, sum_bias=False, p
         num_warps=_num_warps(BLOCK_R * BLOCK_L))
     if not sum_bias:
         return out, None
-    n, n_chunks = (N, n_lblocks) if per_row else (n_rblocks, 1)  # pdb as [n, C, n_chunks]
-    return out, _sum_partials(pdb, None, n, C, n_chunks)[0]
+    return out, _sum_row_partials(pdb, per_row, N, C, n_rblocks, n_lblocks)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -836,6 +841,12 @@ class _NoiseAdaIN(torch.autograd.Function):
         dx = blur2d_ref(du) if ctx.blur else du
         return (dx, dnoise, dnw, dbias.to(bias.dtype), dscale.to(scale.dtype),
                 dshift.to(ctx.shift_dtype), None, None, None, None)
+
+
+def _plus_channel(g, per_channel, xs):
+    """g + per_channel[c] / xs, in g's dtype and layout (g first): the adjoints of the kernels that
+    return a gradient times xs beside its per-channel sums."""
+    return torch.add(g, per_channel.to(g.dtype).view(1, -1, *([1] * (g.ndim - 2))), alpha=1 / xs)
 
 
 def _needs_grad(ctx, i):
@@ -884,8 +895,8 @@ class _LReLUGradBias(torch.autograd.Function):
         y, = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
-        gg = torch.add(ggx, ggb.to(ggx.dtype).view(1, -1, *([1] * (y.ndim - 2))), alpha=1 / ctx.xs)
-        return _LReLUGrad.apply(gg, y, ctx.slope, ctx.gain, ctx.xs), None, None, None, None
+        gg = _LReLUGrad.apply(_plus_channel(ggx, ggb, ctx.xs), y, ctx.slope, ctx.gain, ctx.xs)
+        return gg, None, None, None, None
 
 
 class _BiasLReLU(torch.autograd.Function):
@@ -975,8 +986,7 @@ class _MaskBlurBias(torch.autograd.Function):
         x, bias = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None
-        gg = torch.add(ggx, ggb.to(ggx.dtype).view(1, -1, 1, 1), alpha=1 / ctx.xs)
-        gx = _MaskedBlur.apply(gg, x, bias, ctx.slope, ctx.gain, ctx.xs, ctx.xs, False)
+        gx = _MaskedBlur.apply(_plus_channel(ggx, ggb, ctx.xs), x, bias, ctx.slope, ctx.gain, ctx.xs, ctx.xs, False)
         return gx, None, None, None, None, None
 
 
@@ -1035,8 +1045,8 @@ class _UnpoolMaskBias(torch.autograd.Function):
         y, = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None
-        gg = torch.add(ggx, ggb.to(ggx.dtype).view(1, -1, 1, 1), alpha=1 / ctx.xs)
-        return _MaskedPool.apply(gg, y, ctx.slope, ctx.gain, ctx.xs, True, ctx.nchw), None, None, None, None, None
+        gx = _MaskedPool.apply(_plus_channel(ggx, ggb, ctx.xs), y, ctx.slope, ctx.gain, ctx.xs, True, ctx.nchw)
+        return gx, None, None, None, None, None
 
 
 # Convolutions. For y = conv(x, w) (stride s, padding p; or the transposed convolution), with
