@@ -310,27 +310,41 @@ def test_bias_lrelu_blur_is_the_two_ops(shape, dtype, layout):
             assert_close(got, want, tol, f"{name} {dtype} gain {gain:.3f}")
 
 
-@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_bias_lrelu_blur_second_order(layout):
-    """R1 through conv -> bias_lrelu_blur -> dense (a discriminator block in small): the input
-    gradient and its squared norm's gradient in every parameter, fused in fp64 against the two
-    reference ops in fp64, to 1e-12; the fused side in NCHW and in channels_last."""
-    torch.manual_seed(4)
-    x, W1, b1 = randn(3, 2, 6, 5), randn(4, 2, 3, 3) * 0.5, randn(4)
-    W2, b2, v = randn(4 * 6 * 5, 7) * 0.1, randn(7), randn(3, 7)
+def assert_r1_through(op, ref, x_hw, out_hw, layout, **kw):
+    """R1 through conv -> op -> dense (a discriminator layer in small), the Triton op (its input in
+    layout) against the reference ops, both in fp64, to 1e-12: the input gradient and its squared
+    norm's gradient in every parameter, then the same from a first pass that also takes every
+    parameter's gradient (the bias summed in the kernel)."""
+    x, W1, b1 = randn(3, 2, *x_hw), randn(4, 2, 3, 3) * 0.5, randn(4)
+    W2, b2, v = randn(4 * out_hw[0] * out_hw[1], 7) * 0.1, randn(7), randn(3, 7)
     outs = []
     for fused in (True, False):
         x, W1 = (t.contiguous(memory_format=layout if fused else torch.contiguous_format) for t in (x, W1))
         leaves = [t.double().detach().requires_grad_(True) for t in (x, W1, b1, W2, b2)]
         xx, w1, bb1, w2, bb2 = leaves
-        conv = F.conv2d(xx, w1, padding=1)
-        h = (kernels.bias_lrelu_blur(conv, bb1, gain=math.sqrt(2), impl="triton") if fused
-             else kernels.bias_lrelu_blur_ref(conv, bb1, gain=math.sqrt(2)))
-        out = kernels.bias_lrelu_ref(h.flatten(1) @ w2, bb2, gain=math.sqrt(2))
-        gx, = torch.autograd.grad((out * v.double()).sum(), xx, create_graph=True)
-        outs.append((gx, *torch.autograd.grad(gx.square().sum(), leaves, allow_unused=True)))
-    for name, got, want in zip(["dD/dx", "dR1/dx", "dR1/dW1", "dR1/db1", "dR1/dW2", "dR1/db2"], *outs):
+
+        def loss():
+            conv = F.conv2d(xx, w1, padding=1)
+            h = op(conv, bb1, impl="triton", **kw) if fused else ref(conv, bb1, **kw)
+            return (kernels.bias_lrelu_ref(h.flatten(1) @ w2, bb2, gain=math.sqrt(2)) * v.double()).sum()
+
+        gx, = torch.autograd.grad(loss(), xx, create_graph=True)
+        second = torch.autograd.grad(gx.square().sum(), leaves, allow_unused=True)
+        first = torch.autograd.grad(loss(), leaves, create_graph=True)
+        again = torch.autograd.grad(sum(t.square().sum() for t in first), leaves, allow_unused=True)
+        outs.append((gx, *second, *first, *again))
+    names = ["dD/dx"] + [f"{k}/d{p}" for k in ("dR1", "d", "d|d|^2") for p in ("x", "W1", "b1", "W2", "b2")]
+    for name, got, want in zip(names, *outs):
         assert_close(got, want, 1e-12, name)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_bias_lrelu_blur_second_order(layout):
+    """R1 through conv -> bias_lrelu_blur -> dense (a discriminator block in small), fused against the
+    two reference ops (assert_r1_through); the fused side in NCHW and in channels_last."""
+    torch.manual_seed(4)
+    assert_r1_through(kernels.bias_lrelu_blur, kernels.bias_lrelu_blur_ref, (6, 5), (6, 5), layout,
+                      gain=math.sqrt(2), w_scale=0.3)
 
 
 def test_bias_lrelu_blur_gradgradcheck():
@@ -376,33 +390,11 @@ def test_bias_lrelu_pool_is_the_two_ops(shape, dtype, layout):
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_bias_lrelu_pool_second_order(layout):
-    """R1 through conv -> bias_lrelu_pool -> dense (a discriminator's downsampling layer in small):
-    the input gradient, its squared norm's gradient in every parameter, and the same from a first
-    pass that also takes the parameters' gradients (the bias summed in the kernel), fused in fp64
-    against the reference ops in fp64, to 1e-12; the fused side in NCHW and in channels_last."""
+    """R1 through conv -> bias_lrelu_pool -> dense (a discriminator's downsampling layer in small),
+    fused against the reference ops (assert_r1_through); the fused side in NCHW and channels_last."""
     torch.manual_seed(8)
-    x, W1, b1 = randn(3, 2, 6, 4), randn(4, 2, 3, 3) * 0.5, randn(4)
-    W2, b2, v = randn(4 * 3 * 2, 7) * 0.1, randn(7), randn(3, 7)
-    outs = []
-    for fused in (True, False):
-        x, W1 = (t.contiguous(memory_format=layout if fused else torch.contiguous_format) for t in (x, W1))
-        leaves = [t.double().detach().requires_grad_(True) for t in (x, W1, b1, W2, b2)]
-        xx, w1, bb1, w2, bb2 = leaves
-
-        def loss():
-            conv = F.conv2d(xx, w1, padding=1)
-            h = (kernels.bias_lrelu_pool(conv, bb1, gain=math.sqrt(2), w_scale=0.3, impl="triton") if fused
-                 else kernels.bias_lrelu_pool_ref(conv, bb1, gain=math.sqrt(2), w_scale=0.3))
-            return (kernels.bias_lrelu_ref(h.flatten(1) @ w2, bb2, gain=math.sqrt(2)) * v.double()).sum()
-
-        gx, = torch.autograd.grad(loss(), xx, create_graph=True)
-        second = torch.autograd.grad(gx.square().sum(), leaves, allow_unused=True)
-        first = torch.autograd.grad(loss(), leaves, create_graph=True)
-        again = torch.autograd.grad(sum(t.square().sum() for t in first), leaves, allow_unused=True)
-        outs.append((gx, *second, *first, *again))
-    names = ["dD/dx"] + [f"{k}/d{p}" for k in ("dR1", "d", "d|d|^2") for p in ("x", "W1", "b1", "W2", "b2")]
-    for name, got, want in zip(names, *outs):
-        assert_close(got, want, 1e-12, name)
+    assert_r1_through(kernels.bias_lrelu_pool, kernels.bias_lrelu_pool_ref, (6, 4), (3, 2), layout,
+                      gain=math.sqrt(2), w_scale=0.3)
 
 
 def test_bias_lrelu_pool_gradgradcheck():
