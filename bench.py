@@ -826,6 +826,8 @@ def count_iteration(cfg, res, batch, impl, amp, r1_every, r1_precision, regulari
     counter = LaunchCounter()
     with fake_gpu(counter, impl):
         G, D, G_ema = sg.Generator(cfg), sg.Discriminator(cfg), sg.Generator(cfg).eval().requires_grad_(False)
+        for net in (G, D, G_ema):  # the count stands for a GPU run
+            train.device_form(net, "cuda")
         if layout == "channels_last":  # train.on_device's layout (Module.to cannot swap fake parameters)
             for t in [t for net in (G, D, G_ema) for t in (*net.parameters(), *net.buffers()) if t.ndim == 4]:
                 t.data = t.data.contiguous(memory_format=torch.channels_last)

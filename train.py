@@ -891,10 +891,17 @@ FUSED_FROM = {"cpu": 16}
 SCALE_IN_EPILOGUES = {"cpu": False}
 
 
+def device_form(net, kind):
+    """net (G or D) in the form that runs fastest on a device of this kind ("cpu", "cuda"): its
+    resampling convs fused from FUSED_FROM's resolution, its equalized-lr scales where
+    SCALE_IN_EPILOGUES puts them. The same function in every form. Returns net."""
+    sg.fuse_resampling(net, FUSED_FROM.get(kind, sg.FUSED_FROM))
+    return sg.scale_in_epilogues(net, SCALE_IN_EPILOGUES.get(kind, True))
+
+
 def on_device(x, device, layout="nchw"):
     """A network or a batch on device, in layout (--memory-format): "nchw", or "channels_last" (NHWC),
-    and a network with its resampling convs fused from FUSED_FROM's resolution and its equalized-lr
-    scales where SCALE_IN_EPILOGUES puts them, for the device. The same math in any layout and form
+    and a network in the device's form (device_form). The same math in any layout and form
     (tests/test_train.py, tests/test_model.py). On a CPU oneDNN's convolutions run faster in
     channels_last (one training step, 2 cores, 2026-12-01: the quick-start networks at 32x32 91 ms
     instead of 111, the full-size ones at 32x32, batch 16, 9.6-10.0 s instead of 10.8-11.4), so auto
@@ -902,9 +909,7 @@ def on_device(x, device, layout="nchw"):
     has measured the other (.ci/gpu does)."""
     x = x.to(device)
     if isinstance(x, torch.nn.Module):
-        kind = torch.device(device).type
-        sg.fuse_resampling(x, FUSED_FROM.get(kind, sg.FUSED_FROM))
-        sg.scale_in_epilogues(x, SCALE_IN_EPILOGUES.get(kind, True))
+        device_form(x, torch.device(device).type)
     if layout != "channels_last":
         return x
     if isinstance(x, torch.nn.Module):

@@ -121,7 +121,7 @@ def test_count_runs_the_real_step(monkeypatch):
     counted = bench.count_step(cfg, 16, 8, impl="ref")
     targs = bench.step_args(cfg, torch.device("cpu"), "off", "nchw", "--mixing", "1")
     monkeypatch.setattr(kernels, "IMPL", "ref")
-    nets = [sg.fuse_resampling(net) for net in bench.make_nets(cfg, targs)]  # the count's: a GPU's
+    nets = [train.device_form(net, "cuda") for net in bench.make_nets(cfg, targs)]  # the count's: a GPU's
     real = bench.bench_step(nets, targs, 16, 8, steps=1, warmup=1)
     assert sum(row[3] for row in counted.rows) == real["flops_per_step"] > 0
 
