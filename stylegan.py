@@ -520,21 +520,13 @@ class Generator(nn.Module):
 
 def minibatch_stddev(x, group_size=4, num_features=1):
     """ProGAN section 3: the stddev of each feature over a group of samples, averaged to
-    num_features numbers per group and appended as constant maps. Computed in fp32.
-    The official code requires N % group_size == 0; here the group shrinks to a divisor of N."""
-    N, C, H, W = x.shape
-    G = min(group_size, N)
-    while N % G:
+    num_features numbers per group and appended as constant maps (kernels.minibatch_stddev_ref).
+    Computed in fp32. The official code requires N % group_size == 0; here the group shrinks to a
+    divisor of N."""
+    G = min(group_size, x.shape[0])
+    while x.shape[0] % G:
         G -= 1
-    y = fp32_or_wider(x).reshape(G, -1, num_features, C // num_features, H, W)  # [G, M, n, c, H, W]
-    # the mean square deviation over the group: torch.var is one launch on a GPU (where the Triton path
-    # runs, as in bench.py's count), but on a CPU its reduction over the leading axis takes 6.5 ms per
-    # call at [16, 512, 4, 4] where the same formula written out takes 0.7 (forward and backward; 2 cores,
-    # 2026-12-01)
-    y = y.var(dim=0, correction=0) if kernels.triton_path(y) else (y - y.mean(dim=0)).square().mean(dim=0)
-    y = (y + 1e-8).sqrt().mean(dim=(2, 3, 4))                             # [M, n]
-    y = y.to(x.dtype)[None, :, :, None, None].expand(G, -1, -1, H, W)     # [G, M, n, H, W]: sample g * M + m
-    return torch.cat([x.view(G, -1, C, H, W), y], dim=2).view(N, C + num_features, H, W)
+    return kernels.minibatch_stddev(x, G, num_features)
 
 
 class DiscriminatorBlock(nn.Module):

@@ -463,7 +463,7 @@ def fade_reals(reals, alpha):
 
 
 # ----------------------------------------------------------------------------------------------
-# CUDA graphs (--cuda-graphs): a step's ~1,200 launches (bench.py --parts count) replayed as one
+# CUDA graphs (--cuda-graphs): a step's ~1,000 launches (bench.py --parts count) replayed as one
 
 class GraphedStep:
     """train_step, captured as a CUDA graph once per stable phase and then replayed. Within a stable

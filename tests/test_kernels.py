@@ -10,6 +10,7 @@ forced by lowering kernels.SPLIT_HW.
 
     pytest tests/test_kernels.py
 """
+import functools
 import math
 import os
 import subprocess
@@ -310,13 +311,13 @@ def test_bias_lrelu_blur_is_the_two_ops(shape, dtype, layout):
             assert_close(got, want, tol, f"{name} {dtype} gain {gain:.3f}")
 
 
-def assert_r1_through(op, ref, x_hw, out_hw, layout, **kw):
-    """R1 through conv -> op -> dense (a discriminator layer in small), the Triton op (its input in
-    layout) against the reference ops, both in fp64, to 1e-12: the input gradient and its squared
-    norm's gradient in every parameter, then the same from a first pass that also takes every
-    parameter's gradient (the bias summed in the kernel)."""
+def assert_r1_through(op, ref, x_hw, out_hw, layout, out_c=4, **kw):
+    """R1 through conv -> op -> dense (a discriminator layer in small; op's output has out_c
+    channels), the Triton op (its input in layout) against the reference ops, both in fp64, to
+    1e-12: the input gradient and its squared norm's gradient in every parameter, then the same from
+    a first pass that also takes every parameter's gradient (the bias summed in the kernel)."""
     x, W1, b1 = randn(3, 2, *x_hw), randn(4, 2, 3, 3) * 0.5, randn(4)
-    W2, b2, v = randn(4 * out_hw[0] * out_hw[1], 7) * 0.1, randn(7), randn(3, 7)
+    W2, b2, v = randn(out_c * out_hw[0] * out_hw[1], 7) * 0.1, randn(7), randn(3, 7)
     outs = []
     for fused in (True, False):
         x, W1 = (t.contiguous(memory_format=layout if fused else torch.contiguous_format) for t in (x, W1))
@@ -417,6 +418,52 @@ def test_bias_lrelu_pool_falls_back_to_the_two_ops():
     for x in (randn(2, 3, 5, 4), randn(2, 3, 8, 8)[:, :, ::2, :4]):
         assert_close(kernels.bias_lrelu_pool(x, bias, impl="triton"), kernels.bias_lrelu_pool_ref(x, bias), 1e-6,
                       str(tuple(x.shape)))
+
+
+# ----------------------------------------------------------------------------------------------
+# minibatch_stddev
+
+MBSTD_CASES = [  # shape, group, features: the official layer; odd groups, sides and features; over one block
+    ((8, 6, 4, 4), 4, 1), ((6, 12, 3, 5), 3, 2), ((2, 3, 1, 1), 2, 3), ((4, 160, 4, 4), 4, 1)]
+
+
+@pytest.mark.parametrize("shape,group,features", MBSTD_CASES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_minibatch_stddev_is_the_reference(shape, group, features, dtype):
+    """Forward and input gradient (the stat maps' gradient included) against minibatch_stddev_ref:
+    fp64 to 1e-12, fp32 to 1e-5, bf16 within a rounding of its output (statistics in fp32 in both)."""
+    torch.manual_seed(11)
+    x = randn(*shape, dtype=dtype)
+    dy = randn(shape[0], shape[1] + features, *shape[2:], dtype=dtype)
+    outs = []
+    for fn in (functools.partial(kernels.minibatch_stddev, impl="triton"), kernels.minibatch_stddev_ref):
+        xx = x.detach().requires_grad_(True)
+        y = fn(xx, group, features)
+        outs.append((y, *torch.autograd.grad(y, xx, dy)))
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    for name, got, want in zip(("y", "dx"), *outs):
+        assert got.dtype == want.dtype == dtype
+        assert_close(got, want, tol, name)
+    assert torch.equal(outs[0][0][:, :shape[1]], x)  # x's channels are copied as they are
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_minibatch_stddev_second_order(layout):
+    """R1 through conv -> bias_lrelu -> minibatch_stddev -> dense (the end of the discriminator in
+    small, group 3 of 3 samples, 2 features), the Triton layer against the reference, fp64, 1e-12."""
+    torch.manual_seed(12)
+    op = lambda h, b, impl: kernels.minibatch_stddev(kernels.bias_lrelu_ref(h, b), 3, 2, impl=impl)  # noqa: E731
+    ref = lambda h, b: kernels.minibatch_stddev_ref(kernels.bias_lrelu_ref(h, b), 3, 2)  # noqa: E731
+    assert_r1_through(op, ref, (3, 2), (3, 2), layout, out_c=6)
+
+
+def test_minibatch_stddev_gradgradcheck():
+    """First and second order gradients of the Triton layer against finite differences (fp64)."""
+    torch.manual_seed(13)
+    x = torch.randn(4, 4, 2, 3, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    fn = lambda x: kernels.minibatch_stddev(x, 2, 2, impl="triton")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
 
 
 @pytest.mark.parametrize("op", ["noise_adain", "noise_adain_blur", "bias_lrelu", "bias_lrelu_blur", "bias_lrelu_pool"])
@@ -737,6 +784,9 @@ for xd, (bc, bhw), on in itertools.product(('fp32', 'bf16'), ((64, 16), (32, 128
     for mode, per_row in itertools.product((0, 1, 2), (False, True)):
         build(K._lrelu_pool_kernel, xd, dict(MODE=mode, SUM_BIAS=on and mode == 2, PER_ROW=per_row, BLOCK_R=bc,
                                              BLOCK_L=bhw))
+for xd in ('fp32', 'bf16', 'fp64'):
+    for kernel in (K._mbstd_fwd_kernel, K._mbstd_bwd_kernel, K._mbstd_bwd_adjoint_kernel):
+        build(kernel, xd, dict(FP64=xd == 'fp64', BLOCK_G=4, BLOCK_K=1024, BLOCK_HW=16))
 build(K._adain_fwd_kernel, 'fp16', dict(HAS_NOISE=False, BLUR=False, HAS_STATS=False, BLOCK_C=1, BLOCK_HW=4096), 'i64')
 build(K._adain_bwd_kernel, 'fp16', dict(HAS_NOISE=True, BLUR=True, HAS_SUMS=True, BLOCK_C=1, BLOCK_HW=4096), 'i64')
 build(K._lrelu_grad_kernel, 'fp16', dict(SUM_BIAS=True, BIAS_PER_ROW=True, BLOCK_R=1, BLOCK_L=2048), 'i64')
