@@ -1184,18 +1184,6 @@ class _UnpoolMaskBias(torch.autograd.Function):
         return gx, None, None, None, None, None
 
 
-# Convolutions. For y = conv(x, w) (stride s, padding p; or the transposed convolution), with
-# dy = dL/dy:
-#   dx = conv^T(dy, w)   the adjoint: the transposed convolution with the same filter, s and p
-#                        (a plain convolution is the adjoint of a transposed one)
-#   dw = W(dy, x)        aten.convolution_backward asked for the weight gradient only
-# W is bilinear and defined by <W(dy, x), v> = <dy, conv(x, v)> for every filter v, so for the
-# gradient ggw of a loss of dw (R1's second order):
-#   d/d(dy) <ggw, W(dy, x)> = conv(x, ggw)        the forward convolution with ggw as the filter
-#   d/dx    <ggw, W(dy, x)> = conv^T(dy, ggw)     its adjoint, as dx above
-# Every term is a convolution or W again, so _Conv2d and _Conv2dWeightGrad differentiate each other
-# to any order and autograd never runs its own convolution double backward.
-
 class _MinibatchStddev(torch.autograd.Function):
     """minibatch_stddev_ref in one launch; its backward is _MinibatchStddevGrad, one launch, whose
     adjoint is one more (R1 differentiates D twice)."""
@@ -1237,6 +1225,18 @@ class _MinibatchStddevGrad(torch.autograd.Function):
                       GGO=ggo, GX=gx)
         return ggo, gx, None, None
 
+
+# Convolutions. For y = conv(x, w) (stride s, padding p; or the transposed convolution), with
+# dy = dL/dy:
+#   dx = conv^T(dy, w)   the adjoint: the transposed convolution with the same filter, s and p
+#                        (a plain convolution is the adjoint of a transposed one)
+#   dw = W(dy, x)        aten.convolution_backward asked for the weight gradient only
+# W is bilinear and defined by <W(dy, x), v> = <dy, conv(x, v)> for every filter v, so for the
+# gradient ggw of a loss of dw (R1's second order):
+#   d/d(dy) <ggw, W(dy, x)> = conv(x, ggw)        the forward convolution with ggw as the filter
+#   d/dx    <ggw, W(dy, x)> = conv^T(dy, ggw)     its adjoint, as dx above
+# Every term is a convolution or W again, so _Conv2d and _Conv2dWeightGrad differentiate each other
+# to any order and autograd never runs its own convolution double backward.
 
 def _adjoint(conf, x_shape, y_shape, w_shape):
     """conf (stride, padding, transposed, output_padding) of the convolution that maps dL/dy to
