@@ -458,9 +458,10 @@ def test_minibatch_stddev_second_order(layout):
 
 
 def test_minibatch_stddev_gradgradcheck():
-    """First and second order gradients of the Triton layer against finite differences (fp64)."""
+    """First and second order gradients of the Triton layer against finite differences (fp64; small:
+    every finite difference is an interpreted launch on a CPU)."""
     torch.manual_seed(13)
-    x = torch.randn(4, 4, 2, 3, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 4, 1, 2, device=DEVICE, dtype=torch.float64, requires_grad=True)
     fn = lambda x: kernels.minibatch_stddev(x, 2, 2, impl="triton")  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
