@@ -83,7 +83,8 @@ CFGS = {
     # (about 4 min 40 s on 2 threads) 42.3 / 41.5 / 43.9 / 46.3 at 36k / 48k / 60k / 72k (s0) and 41.0 /
     # 49.5 / 44.3 / 31.3 (s1); batch 32 to 70k 43.3 / 41.1 / 45.2 at 42k / 56k / 70k (s0), 45.3 / 42.1 /
     # 38.6 (s1). The spread is training's, not the metric's: the s0 checkpoint at 72k scores 46.3, 45.5
-    # and 46.6 with metric seeds 0, 1, 2.
+    # and 46.6 with metric seeds 0, 1, 2. The preset with w_dim 128: 43.9 (s0) 51.0 (s1); with 2k phases
+    # 44.9 (s0); both 52.1 (s0).
     "quick": dict(res=32, fmap_base=256, fmap_max=64, w_dim=64, kimg=34, phase_kimg=3, batch=16, lr=0.01,
                   lr_rampdown=0.4, r1_gamma=1.0, ema_kimg=3, tick_kimg=4, snap_kimg=8, metrics="swd",
                   metrics_kimg=34, metrics_num=1024),
