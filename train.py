@@ -84,7 +84,9 @@ CFGS = {
     # 49.5 / 44.3 / 31.3 (s1); batch 32 to 70k 43.3 / 41.1 / 45.2 at 42k / 56k / 70k (s0), 45.3 / 42.1 /
     # 38.6 (s1). The spread is training's, not the metric's: the s0 checkpoint at 72k scores 46.3, 45.5
     # and 46.6 with metric seeds 0, 1, 2. The preset with w_dim 128: 43.9 (s0) 51.0 (s1); with 2k phases
-    # 44.9 (s0); both 52.1 (s0).
+    # 44.9 (s0); both 52.1 (s0); 5k phases to 40k images 52.5 (s0) 48.6 (s1). By the same metric two sets of
+    # built-in reals score 7.5 at 32 and 12.6 at 16 (10.1), the reals blurred 2x 63.7 and 18.4 (41.1): these
+    # runs end at 38-74 at 32 and 25-41 at 16, short of the blurred reals' coarse structure as well.
     "quick": dict(res=32, fmap_base=256, fmap_max=64, w_dim=64, kimg=34, phase_kimg=3, batch=16, lr=0.01,
                   lr_rampdown=0.4, r1_gamma=1.0, ema_kimg=3, tick_kimg=4, snap_kimg=8, metrics="swd",
                   metrics_kimg=34, metrics_num=1024),
