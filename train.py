@@ -87,6 +87,7 @@ CFGS = {
     # 44.9 (s0); both 52.1 (s0); 5k phases to 40k images 52.5 (s0) 48.6 (s1). By the same metric two sets of
     # built-in reals score 7.5 at 32 and 12.6 at 16 (10.1), the reals blurred 2x 63.7 and 18.4 (41.1): these
     # runs end at 38-74 at 32 and 25-41 at 16, short of the blurred reals' coarse structure as well.
+    # Mixing 0 on the final code: 41.9 (s0: 60.1 at 32, 23.7 at 16) 45.3 (s1: 69.4, 21.1).
     "quick": dict(res=32, fmap_base=256, fmap_max=64, w_dim=64, kimg=34, phase_kimg=3, batch=16, lr=0.01,
                   lr_rampdown=0.4, r1_gamma=1.0, ema_kimg=3, tick_kimg=4, snap_kimg=8, metrics="swd",
                   metrics_kimg=34, metrics_num=1024),
