@@ -169,8 +169,9 @@ def test_count_of_lazy_r1_is_the_average_iteration():
 
 def test_count_in_channels_last():
     """--memory-format channels_last in the count: the same work, every fused kernel in that layout
-    too (D's bias_lrelu_blur included), so about the same launches and bytes (at 1024: 1,153 and
-    40.0 GB against 1,107 and 39.7; the AdaIN kernels split channels_last planes into more chunks)."""
+    too (D's bias_lrelu_blur included), so about the same launches and bytes (at 1024: 1,042 and
+    39.6 GB against 984 and 39.2; the AdaIN kernels split channels_last planes into more chunks, and
+    the stddev layer copies its 4x4 input and gradients to NCHW)."""
     cfg = sg.StyleGANConfig(**bench.SMOKE_CFG)
     nchw, cl = (bench.summarize_count(bench.count_step(cfg, 16, 8, layout=layout), 16, 8, top=100)
                 for layout in ("nchw", "channels_last"))
