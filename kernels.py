@@ -614,16 +614,19 @@ if HAS_TRITON:
     @triton.jit
     def _mbstd_stat_sum(GO, stat, g_ok, HW, FP64: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_HW: tl.constexpr):
         """gs: dout summed over the group's stat planes."""
-        hw = tl.arange(0, BLOCK_HW)
-        mask = g_ok[:, None] & (hw < HW)[None, :]
-        return tl.sum(tl.sum(_wide(tl.load(GO + stat[:, None] + hw[None, :], mask=mask, other=0.0), FP64), 1), 0)
+        acc = _wide(tl.zeros([BLOCK_G, BLOCK_HW], dtype=tl.float32), FP64)
+        for hw0 in range(0, HW, BLOCK_HW):
+            hw = hw0 + tl.arange(0, BLOCK_HW)
+            mask = g_ok[:, None] & (hw < HW)[None, :]
+            acc += _wide(tl.load(GO + stat[:, None] + hw[None, :], mask=mask, other=0.0), FP64)
+        return tl.sum(tl.sum(acc, axis=1), axis=0)
 
     @triton.jit
     def _mbstd_stat_fill(OUT, stat, g_ok, HW, value, BLOCK_G: tl.constexpr, BLOCK_HW: tl.constexpr):
-        hw = tl.arange(0, BLOCK_HW)
-        mask = g_ok[:, None] & (hw < HW)[None, :]
-        fill = tl.zeros([BLOCK_G, BLOCK_HW], dtype=value.dtype) + value
-        tl.store(OUT + stat[:, None] + hw[None, :], fill.to(OUT.dtype.element_ty), mask=mask)
+        fill = (tl.zeros([BLOCK_G, BLOCK_HW], dtype=value.dtype) + value).to(OUT.dtype.element_ty)
+        for hw0 in range(0, HW, BLOCK_HW):
+            hw = hw0 + tl.arange(0, BLOCK_HW)
+            tl.store(OUT + stat[:, None] + hw[None, :], fill, mask=g_ok[:, None] & (hw < HW)[None, :])
 
     @triton.jit
     def _mbstd_fwd_kernel(
@@ -943,7 +946,7 @@ def _mbstd_launch(kernel, x, group_size, num_features, **tensors):
     kernel[(N // group_size * num_features,)](
         **tensors, X=x, n_groups=N // group_size, C=C, HW=H * W, group=group_size, n_feat=num_features, cols=K,
         FP64=x.dtype == torch.float64, BLOCK_G=BLOCK_G, BLOCK_K=BLOCK_K,
-        BLOCK_HW=triton.next_power_of_2(H * W), num_warps=_num_warps(BLOCK_G * BLOCK_K))
+        BLOCK_HW=min(triton.next_power_of_2(H * W), BLOCK_K), num_warps=_num_warps(BLOCK_G * BLOCK_K))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1205,7 +1208,9 @@ class _MinibatchStddev(torch.autograd.Function):
 
 class _MinibatchStddevGrad(torch.autograd.Function):
     """dx of the minibatch stddev layer from (dout, x); linear in dout, and its adjoint (the
-    gradients of dout and x) is one kernel (_mbstd_bwd_adjoint_kernel). Third order: never."""
+    gradients of dout and x) is one kernel (_mbstd_bwd_adjoint_kernel). No third order (R1 needs
+    two): once_differentiable makes .backward() through it raise, though autograd.grad(..., inputs=)
+    can skip that check and return zeros."""
 
     @staticmethod
     def forward(ctx, dout, x, group_size, num_features):
@@ -1462,6 +1467,9 @@ def minibatch_stddev(x, group_size=4, num_features=1, *, impl="auto"):
     """minibatch_stddev_ref (N a multiple of group_size, C of num_features). In Triton one launch,
     its gradient one more, and that gradient's (R1) a third, instead of about 30 torch ops per D
     pass and its derivatives."""
+    if group_size < 1 or num_features < 1:
+        raise ValueError(f"minibatch_stddev: group_size and num_features must be >= 1, got {group_size}, "
+                         f"{num_features}")
     if x.ndim != 4 or x.shape[0] % group_size or x.shape[1] % num_features:
         raise ValueError(f"minibatch_stddev: x must be [N, C, H, W] with N a multiple of group_size {group_size} "
                          f"and C of num_features {num_features}, got {tuple(x.shape)}")

@@ -423,8 +423,9 @@ def test_bias_lrelu_pool_falls_back_to_the_two_ops():
 # ----------------------------------------------------------------------------------------------
 # minibatch_stddev
 
-MBSTD_CASES = [  # shape, group, features: the official layer; odd groups, sides and features; over one block
-    ((8, 6, 4, 4), 4, 1), ((6, 12, 3, 5), 3, 2), ((2, 3, 1, 1), 2, 3), ((4, 160, 4, 4), 4, 1)]
+MBSTD_CASES = [  # shape, group, features: the official layer; odd groups, sides and features; columns over one
+    # block; stat planes over one block
+    ((8, 6, 4, 4), 4, 1), ((6, 12, 3, 5), 3, 2), ((2, 3, 1, 1), 2, 3), ((4, 160, 4, 4), 4, 1), ((4, 1, 40, 40), 4, 1)]
 
 
 @pytest.mark.parametrize("shape,group,features", MBSTD_CASES)
@@ -746,6 +747,9 @@ def test_bad_inputs():
         kernels.bias_lrelu_blur(x, bias, w_scale=0.0, impl="triton")
     with pytest.raises(ValueError, match="w_scale"):
         kernels.noise_adain(x, noise, nw, bias, scale, shift, w_scale=-1.0)
+    for group, features in ((0, 1), (3, 1), (2, 4)):  # no group; 2 samples in groups of 3; 3 channels in 4
+        with pytest.raises(ValueError, match="minibatch_stddev"):
+            kernels.minibatch_stddev(x, group, features)
 
 
 # ----------------------------------------------------------------------------------------------
