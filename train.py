@@ -80,7 +80,7 @@ CFGS = {
     # With the resampling convs fused from 16x16 (train.FUSED_FROM; 2 threads, s0): 46.0 in 2 min 59 s. Then
     # (1 thread per run): batch 8 46.5 (s0) 48.1 (s1); 50k images 49.5 (s0) 44.7 (s1): no better.
     # Lazy R1 every 16 steps with more images (1 thread per run, SWD every 12k): batch 16 to 72k images
-    # (about 4 min 40 s on 2 threads) 42.3 / 41.5 / 43.9 / 46.3 at 36k / 48k / 60k / 72k (s0) and 41.0 /
+    # 42.3 / 41.5 / 43.9 / 46.3 at 36k / 48k / 60k / 72k (s0) and 41.0 /
     # 49.5 / 44.3 / 31.3 (s1); batch 32 to 70k 43.3 / 41.1 / 45.2 at 42k / 56k / 70k (s0), 45.3 / 42.1 /
     # 38.6 (s1). The spread is training's, not the metric's: the s0 checkpoint at 72k scores 46.3, 45.5
     # and 46.6 with metric seeds 0, 1, 2. The preset with w_dim 128: 43.9 (s0) 51.0 (s1); with 2k phases
@@ -88,6 +88,8 @@ CFGS = {
     # built-in reals score 7.5 at 32 and 12.6 at 16 (10.1), the reals blurred 2x 63.7 and 18.4 (41.1): these
     # runs end at 38-74 at 32 and 25-41 at 16, short of the blurred reals' coarse structure as well.
     # Mixing 0 on the final code: 41.9 (s0: 60.1 at 32, 23.7 at 16) 45.3 (s1: 69.4, 21.1).
+    # Lazy R1 every 16 steps on 2 threads (s0, alone on the machine): 72k images 32.4 in 6 min 03 s, 58k
+    # 37.6 in 4 min 56 s (190-198 img/s at 32x32, against 180 with R1 every step): under 35 only past 5 min.
     "quick": dict(res=32, fmap_base=256, fmap_max=64, w_dim=64, kimg=34, phase_kimg=3, batch=16, lr=0.01,
                   lr_rampdown=0.4, r1_gamma=1.0, ema_kimg=3, tick_kimg=4, snap_kimg=8, metrics="swd",
                   metrics_kimg=34, metrics_num=1024),
