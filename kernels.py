@@ -1407,6 +1407,14 @@ def noise_adain(x, noise, noise_weight, bias, scale, shift, *, slope=0.2, eps=1e
                              float(w_scale))
 
 
+def _check_mask_args(op, slope, gain, w_scale):
+    """The Triton leaky-ReLU kernels' backward reads the sign of u = w_scale * x + b off the sign of
+    their output and divides by w_scale: that needs gain > 0, slope >= 0 and w_scale > 0."""
+    if not (gain > 0 and slope >= 0 and w_scale > 0):
+        raise ValueError(f"{op} (Triton): needs gain > 0, slope >= 0 and w_scale > 0, got gain={gain}, "
+                         f"slope={slope}, w_scale={w_scale}")
+
+
 def bias_lrelu(x, bias, *, slope=0.2, gain=1.0, w_scale=1.0, impl="auto"):
     """y = leaky_relu(w_scale * x + bias[c], slope) * gain for x [N, C] or [N, C, H, W]; y like x.
     w_scale: the equalized-lr scale of the layer that made x from unscaled weights. First and second
@@ -1416,9 +1424,7 @@ def bias_lrelu(x, bias, *, slope=0.2, gain=1.0, w_scale=1.0, impl="auto"):
                          f"bias {tuple(bias.shape)}")
     if not _use_triton(x, impl):
         return bias_lrelu_ref(x, bias, slope, gain, w_scale)
-    if not (gain > 0 and slope >= 0 and w_scale > 0):  # the backward reads the sign of u off the sign of y
-        raise ValueError(f"bias_lrelu (Triton): needs gain > 0, slope >= 0 and w_scale > 0, got gain={gain}, "
-                         f"slope={slope}, w_scale={w_scale}")
+    _check_mask_args("bias_lrelu", slope, gain, w_scale)
     return _BiasLReLU.apply(x, bias, float(slope), float(gain), float(w_scale))
 
 
@@ -1440,9 +1446,7 @@ def bias_lrelu_blur(x, bias, *, slope=0.2, gain=1.0, w_scale=1.0, impl="auto"):
                          f"bias {tuple(bias.shape)}")
     if not (_use_triton(x, impl) and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))):
         return blur2d(bias_lrelu(x, bias, slope=slope, gain=gain, w_scale=w_scale, impl=impl), impl=impl)
-    if not (gain > 0 and slope >= 0 and w_scale > 0):
-        raise ValueError(f"bias_lrelu_blur (Triton): needs gain > 0, slope >= 0 and w_scale > 0, got gain={gain}, "
-                         f"slope={slope}, w_scale={w_scale}")
+    _check_mask_args("bias_lrelu_blur", slope, gain, w_scale)
     return _BiasLReLUBlur.apply(x, bias, float(slope), float(gain), float(w_scale))
 
 
@@ -1457,9 +1461,7 @@ def bias_lrelu_pool(x, bias, *, slope=0.2, gain=1.0, w_scale=1.0, impl="auto"):
     dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
     if not (_use_triton(x, impl) and dense and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0 and x.numel()):
         return bias_lrelu(F.avg_pool2d(x, 2), bias, slope=slope, gain=gain, w_scale=w_scale, impl=impl)
-    if not (gain > 0 and slope >= 0 and w_scale > 0):
-        raise ValueError(f"bias_lrelu_pool (Triton): needs gain > 0, slope >= 0 and w_scale > 0, got gain={gain}, "
-                         f"slope={slope}, w_scale={w_scale}")
+    _check_mask_args("bias_lrelu_pool", slope, gain, w_scale)
     return _BiasLReLUPool.apply(x, bias, float(slope), float(gain), float(w_scale))
 
 
