@@ -903,12 +903,19 @@ FUSED_FROM = {"cpu": 16}
 SCALE_IN_EPILOGUES = {"cpu": False}
 
 
+def form_of(kind):
+    """(the resolution resampling convs are fused from, whether the equalized-lr scales go into the
+    epilogue kernels) on a device of this kind ("cpu", "cuda"): FUSED_FROM and SCALE_IN_EPILOGUES,
+    else the official threshold and the kernels."""
+    return FUSED_FROM.get(kind, sg.FUSED_FROM), SCALE_IN_EPILOGUES.get(kind, True)
+
+
 def device_form(net, kind):
-    """net (G or D) in the form that runs fastest on a device of this kind ("cpu", "cuda"): its
-    resampling convs fused from FUSED_FROM's resolution, its equalized-lr scales where
-    SCALE_IN_EPILOGUES puts them. The same function in every form. Returns net."""
-    sg.fuse_resampling(net, FUSED_FROM.get(kind, sg.FUSED_FROM))
-    return sg.scale_in_epilogues(net, SCALE_IN_EPILOGUES.get(kind, True))
+    """net (G or D) in the form that runs fastest on a device of this kind (form_of). The same
+    function in every form. Returns net."""
+    fused_from, in_epilogues = form_of(kind)
+    sg.fuse_resampling(net, fused_from)
+    return sg.scale_in_epilogues(net, in_epilogues)
 
 
 def on_device(x, device, layout="nchw"):
@@ -1112,7 +1119,7 @@ def fit(rank, args, run):
     run.cur_nimg, run.last_good = s.cur_nimg, ((args.resume_path, s.cur_nimg) if args.resume_path else (None, 0))
     if rank == 0:
         save_checkpoint(os.path.join(run.run_dir, "args.json"), json.dumps(plain_args(args), indent=1), durable=False)
-        fused, in_epilogues = FUSED_FROM.get(device.type, sg.FUSED_FROM), SCALE_IN_EPILOGUES.get(device.type, True)
+        fused, in_epilogues = form_of(device.type)
         run.log(f"run {run.run_dir}: {args.data_name} at {s.cfg.resolution}x{s.cfg.resolution}, G "
                 f"{sum(p.numel() for p in s.G.parameters()):,} params, {world} process(es) on {device.type}, "
                 f"amp {args.amp}, R1 pass {args.r1_precision}, kernels {args.impl}, {args.memory_format}, "
