@@ -49,7 +49,7 @@ TICK_KIMG = {4: 160, 8: 140, 16: 120, 32: 100, 64: 80, 128: 60, 256: 40, 512: 30
 MIN_PER_PROCESS = 4  # images per process: the minibatch stddev group (official 4) needs them
 
 # Presets (--cfg). "paper" is the official recipe: the flags' defaults and the tables above.
-# "quick" is a small net and a short schedule that shows faces in minutes on a CPU; it is what
+# "quick" is a small net and a short schedule that trains in minutes on a CPU; it is what
 # `python train.py` runs with neither --data nor --res. Its deviations from the official recipe,
 # for quick experiments only, are each written here and in the README.
 CFGS = {
@@ -91,9 +91,16 @@ CFGS = {
     # Lazy R1 every 16 steps on 2 threads (s0, alone on the machine): 72k images 32.4 in 6 min 03 s, 58k
     # 37.6 in 4 min 56 s (190-198 img/s at 32x32, against 180 with R1 every step): under 35 only past 5 min.
     # The same with batch 32 (245-250 img/s at 32x32): 72k images 47.4 in 4 min 54 s.
+    # Later (1 thread per run unless said; s0/s1): the preset 44.2 / 49.5; with shared fakes (one G forward
+    # per iteration, 8% off a step) 40.5 / 53.0, so they are on; from there D's lr x2 48.3 / 58.5, x0.5
+    # 47.7 / 52.3; R1 0.1 48.3 / 50.7, R1 0.02 56.6 / 69.8; 15k images at 16x16 before 32x32 (40k in all)
+    # 48.6 / 45.3; lazy R1 every 16 to 58k 43.5 / 42.7 (39-46 from 32k on: a plateau), to 50k on 2 threads
+    # 48.0 (s0, 4 min 37 s). A D trained alone against the frozen G of a 58k run gets its loss from 1.29 to
+    # 0.58 in 400 steps with R1 0 but only to 1.15-1.18 with R1 1, yet lower gammas train worse (above).
+    # On 2 threads the preset: 45.2 in 3 min 38 s (the machine then 12% slower per step than in the morning).
     "quick": dict(res=32, fmap_base=256, fmap_max=64, w_dim=64, kimg=34, phase_kimg=3, batch=16, lr=0.01,
                   lr_rampdown=0.4, r1_gamma=1.0, ema_kimg=3, tick_kimg=4, snap_kimg=8, metrics="swd",
-                  metrics_kimg=34, metrics_num=1024),
+                  metrics_kimg=34, metrics_num=1024, shared_fakes=True),
 }
 
 
@@ -122,9 +129,9 @@ def arg_parser():
     a("--res", type=int, default=None, help="final resolution (power of two). Default: the dataset's "
       "(--cfg paper) or 32 (--cfg quick)")
     a("--cfg", choices=list(CFGS), default=None, help="preset. paper: the official recipe (the default "
-      "whenever --data or --res is given). quick: a small net and a short schedule that show faces in "
+      "whenever --data or --res is given). quick: a small net and a short schedule that train in "
       "minutes on a CPU (the default with neither --data nor --res): "
-      + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in CFGS["quick"].items())
+      + ", ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in CFGS["quick"].items())
       + ". Flags given explicitly win over the preset")
     a("--gpus", type=int, default=1, help="processes on this machine (GPUs; CPU processes with gloo "
       "when there is no GPU). Under torchrun, RANK/WORLD_SIZE from the environment are used instead")
@@ -143,6 +150,10 @@ def arg_parser():
     a("--lr-rampdown", type=float, default=0.0, help="the learning rate falls to 0 along a half cosine over "
       "this last fraction of --kimg (not in the official recipe: 0, none; the quick preset: 0.4)")
     a("--mixing", type=float, default=0.9, help="style mixing probability (0 = the paper's ablation)")
+    a("--shared-fakes", action=argparse.BooleanOptionalAction, default=False, help="one G forward per "
+      "iteration: the D step trains on the G step's fakes (detached), and the G step then trains through "
+      "them (DCGAN's order). Official StyleGAN: off, the D step draws fakes of its own (a second G forward); "
+      "the quick preset: on")
     a("--mirror", action=argparse.BooleanOptionalAction, default=True,
       help="random horizontal flips of the reals (official FFHQ: on)")
     a("--ema-kimg", type=float, default=10.0, help="half-life of the EMA generator in kimg")
@@ -335,11 +346,13 @@ def gradient_penalty(D, reals, fakes, alpha, args, scale=1.0):
     return (scaled(sg.fp32_or_wider(grad), 1 / scale).flatten(1).norm(dim=1) * k - 1).square()
 
 
-def d_loss(G, D, reals, z, phase, args, scale=1.0, r1=True):
-    """D's loss on reals and fresh fakes: returns (loss, penalty), both batch means. r1=False: the
-    logistic loss alone (lazy R1 adds the penalty in a step of its own, r1_step); penalty is None."""
-    with torch.no_grad(), autocast(args):
-        fakes = G(z, phase.res, phase.alpha, mixing=args.mixing)
+def d_loss(G, D, reals, z, phase, args, scale=1.0, r1=True, fakes=None):
+    """D's loss on reals and fakes: returns (loss, penalty), both batch means. r1=False: the
+    logistic loss alone (lazy R1 adds the penalty in a step of its own, r1_step); penalty is None.
+    fakes: the G step's, detached (--shared-fakes); None draws fresh ones from z, without a graph."""
+    if fakes is None:
+        with torch.no_grad(), autocast(args):
+            fakes = G(z, phase.res, phase.alpha, mixing=args.mixing)
     if args.loss == "r1" and not r1:
         with autocast(args):
             real_logits = sg.fp32_or_wider(D(reals, phase.alpha))
@@ -359,9 +372,11 @@ def d_loss(G, D, reals, z, phase, args, scale=1.0, r1=True):
     return loss.mean(), penalty.mean()
 
 
-def g_loss(G, D, z, phase, args):
+def g_loss(G, D, z, phase, args, fakes=None):
+    """G's loss on fakes from z, or on the given ones (their graph through G kept: --shared-fakes)."""
     with autocast(args):
-        logits = sg.fp32_or_wider(D(G(z, phase.res, phase.alpha, mixing=args.mixing), phase.alpha))
+        fakes = G(z, phase.res, phase.alpha, mixing=args.mixing) if fakes is None else fakes
+        logits = sg.fp32_or_wider(D(fakes, phase.alpha))
     return (F.softplus(-logits) if args.loss == "r1" else -logits).mean()
 
 
@@ -406,8 +421,8 @@ def r1_step(D, opt_D, scaler_D, reals, phase, args, average):
 
 
 def train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args, average=None, regularize=True):
-    """One official training iteration: a D step on reals and fresh fakes, then a G step, then the
-    EMA generator. average(params, extra) averages gradients over processes (GradAverage); with one
+    """One official training iteration: a D step on reals and fresh fakes (--shared-fakes: the G
+    step's own, from z_G; z_D is then unused), then a G step, then the EMA generator. average(params, extra) averages gradients over processes (GradAverage); with one
     process there is nothing to average. regularize: this iteration carries the penalty (always,
     unless --r1-every K > 1: every K-th). Returns [G loss, D loss, penalty, 1 if a penalty was
     taken], or None when fp16 loss scaling dropped an update for an overflow: then G_ema and w_avg
@@ -417,7 +432,12 @@ def train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args,
     scaler_G, scaler_D = scalers  # fp16 only; no-ops otherwise
     w_avg = G.w_avg.clone() if scaler_D.is_enabled() else None
     lazy = args.loss == "r1" and args.r1_every > 1
-    loss_D, penalty = d_loss(G, D, reals, z_D, phase, args, loss_scale(scaler_D), r1=not lazy)
+    fakes = None
+    if args.shared_fakes:  # G's one forward of the iteration, its graph kept for the G step
+        with autocast(args):
+            fakes = G(z_G, phase.res, phase.alpha, mixing=args.mixing)
+    loss_D, penalty = d_loss(G, D, reals, z_D, phase, args, loss_scale(scaler_D), r1=not lazy,
+                             fakes=None if fakes is None else fakes.detach())
     opt_D.zero_grad(set_to_none=True)
     with fp32_math(args):  # R1's double backward
         scaler_D.scale(loss_D).backward()
@@ -430,7 +450,7 @@ def train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args,
         return None
 
     D.requires_grad_(False)
-    loss_G = g_loss(G, D, z_G, phase, args)
+    loss_G = g_loss(G, D, z_G, phase, args, fakes)
     opt_G.zero_grad(set_to_none=True)
     scaler_G.scale(loss_G).backward()
     D.requires_grad_(True)
@@ -599,6 +619,15 @@ def step_seed(seed, stream, step):
     """Every step reseeds from (seed, stream, step): latents, noise, mixing and flips are then the
     same after a resume as in an uninterrupted run. Stream 0 is shared by all processes."""
     return (seed * 1_000_003 + stream) * 1_000_003 + step
+
+
+def reseed(seed, device):
+    """torch.manual_seed for the generators a step draws from: the CPU's, and on CUDA the current
+    GPU's. (Where CUDA is not initialized, torch.manual_seed also queues a seeding of each other
+    backend with a formatted traceback: 0.1 ms a call on a 2-core CPU.)"""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
 
 
 def in_sync(modules, world):
@@ -1016,9 +1045,9 @@ def next_batch(s, phase, args, run, rank, world, device):
     """Latents for D and G, and this process's reals (flipped, faded). The latents are drawn for the
     global batch and sliced, so N processes see what one process would."""
     N = phase.batch // world
-    torch.manual_seed(step_seed(args.seed, 0, s.step))
+    reseed(step_seed(args.seed, 0, s.step), device)
     z_D, z_G = torch.randn(2, phase.batch, s.cfg.z_dim, device=device)[:, rank * N:(rank + 1) * N]
-    torch.manual_seed(step_seed(args.seed, rank + 1, s.step))  # per process: noise, mixing, flips
+    reseed(step_seed(args.seed, rank + 1, s.step), device)  # per process: noise, mixing, flips
     reals = next(run.loader).to(device, non_blocking=True).float() / 127.5 - 1
     reals = on_device(reals, device, args.memory_format)  # as the networks
     if args.mirror:

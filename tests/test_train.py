@@ -16,6 +16,7 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import kernels
 import stylegan as sg
@@ -720,6 +721,38 @@ def test_lazy_r1_run_regularizes_every_kth_step(tmp_path, monkeypatch):
     assert all(math.isfinite(row["penalty"]) and row["penalty"] > 0 for row in log)
     with pytest.raises(SystemExit, match="lazy regularization is for --loss r1"):
         run(tmp_path, "--kimg", "0.064", "--r1-every", "4", "--loss", "wgan-gp")
+
+
+def test_shared_fakes_are_the_g_steps_fakes(monkeypatch):
+    """--shared-fakes (the quick preset): one G forward per iteration. In fp64, D's gradient is that of
+    the logistic loss + R1 on the fakes the G step then trains through (detached), and G's gradient
+    that of the non-saturating loss through those same fakes; z_D is never read (NaN here). The
+    official recipe keeps a G forward of its own for the D step."""
+    monkeypatch.setattr(kernels, "INTERPRET", False)  # the CPU path train.py runs
+    cfg = sg.StyleGANConfig(resolution=8, fmap_base=64, fmap_max=16, z_dim=16, w_dim=16, mapping_fmaps=16)
+    args = train.get_args(["--amp", "off", "--shared-fakes"])
+    args.device = torch.device("cpu")
+    assert train.get_args([]).shared_fakes and not train.get_args(["--data", "mine"]).shared_fakes
+    torch.manual_seed(0)
+    G, D = sg.Generator(cfg).double(), sg.Discriminator(cfg).double()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    phase = train.Phase(8, 0.5, 4, 0.0)  # lr 0: D is the same network in both steps here
+    reals = torch.rand(4, 3, 8, 8, dtype=torch.float64) * 2 - 1
+    z_G = torch.randn(4, 16, dtype=torch.float64)
+    torch.manual_seed(1)
+    train.train_step(G, D, copy.deepcopy(G).requires_grad_(False), train.adam(G, 0.0), train.adam(D, 0.0),
+                     train.make_scalers(args), reals, torch.full_like(z_G, math.nan), z_G, phase, args)
+    torch.manual_seed(1)  # the same noise and mixing draws, in the same order
+    fakes = G2(z_G, 8, 0.5, mixing=args.mixing)
+    real_logits, penalty = train.r1_penalty(D2, reals, 0.5, args)
+    loss_D = F.softplus(D2(fakes.detach(), 0.5)) + F.softplus(-real_logits) + penalty[:, None] * args.r1_gamma / 2
+    want_D = torch.autograd.grad(loss_D.mean(), list(D2.parameters()))
+    want_G = torch.autograd.grad(F.softplus(-D2(fakes, 0.5)).mean(), list(G2.parameters()), allow_unused=True)
+    for net, want in ((D, want_D), (G, want_G)):
+        for p, w in zip(net.parameters(), want):
+            assert (p.grad is None) == (w is None)
+            if w is not None:
+                torch.testing.assert_close(p.grad, w, rtol=1e-9, atol=1e-12)
 
 
 def test_mbstd_off_trains(tmp_path):
