@@ -422,8 +422,9 @@ def r1_step(D, opt_D, scaler_D, reals, phase, args, average):
 
 def train_step(G, D, G_ema, opt_G, opt_D, scalers, reals, z_D, z_G, phase, args, average=None, regularize=True):
     """One official training iteration: a D step on reals and fresh fakes (--shared-fakes: the G
-    step's own, from z_G; z_D is then unused), then a G step, then the EMA generator. average(params, extra) averages gradients over processes (GradAverage); with one
-    process there is nothing to average. regularize: this iteration carries the penalty (always,
+    step's own, from z_G; z_D is then unused), then a G step, then the EMA generator.
+    average(params, extra) averages gradients over processes (GradAverage); with one process there
+    is nothing to average. regularize: this iteration carries the penalty (always,
     unless --r1-every K > 1: every K-th). Returns [G loss, D loss, penalty, 1 if a penalty was
     taken], or None when fp16 loss scaling dropped an update for an overflow: then G_ema and w_avg
     have not moved (a dropped D update also skips the G step) and the caller does not count the
