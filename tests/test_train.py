@@ -686,7 +686,8 @@ def test_lazy_r1_adam_is_adjusted_as_stylegan2():
     D = sg.Discriminator(sg.StyleGANConfig(resolution=8, fmap_base=64, fmap_max=16))
     group = train.adam(D, 0.002, train.d_ratio(args)).param_groups[0]
     assert group["lr"] == pytest.approx(0.002 * 16 / 17) and group["betas"] == (0.0, pytest.approx(0.99 ** (16 / 17)))
-    assert train.d_ratio(train.get_args([])) == 1.0  # official StyleGAN: R1 every step, Adam as is
+    assert train.d_ratio(train.get_args(["--data", "mine"])) == 1.0  # official StyleGAN: R1 every step, Adam as is
+    assert train.get_args([]).r1_every == 16  # the quick preset's
 
 
 def test_lazy_r1_step_is_the_penalty_weighted_by_k(monkeypatch):
@@ -730,7 +731,7 @@ def test_shared_fakes_are_the_g_steps_fakes(monkeypatch):
     official recipe keeps a G forward of its own for the D step."""
     monkeypatch.setattr(kernels, "INTERPRET", False)  # the CPU path train.py runs
     cfg = sg.StyleGANConfig(resolution=8, fmap_base=64, fmap_max=16, z_dim=16, w_dim=16, mapping_fmaps=16)
-    args = train.get_args(["--amp", "off", "--shared-fakes"])
+    args = train.get_args(["--amp", "off", "--shared-fakes", "--r1-every", "1"])
     args.device = torch.device("cpu")
     assert train.get_args([]).shared_fakes and not train.get_args(["--data", "mine"]).shared_fakes
     torch.manual_seed(0)
@@ -770,7 +771,7 @@ def test_channels_last_steps_are_the_nchw_steps(monkeypatch):
     gradient is small). A layout bug moves something by a step, lr = 1e-2. The layout did take."""
     monkeypatch.setattr(kernels, "INTERPRET", False)  # the CPU path train.py runs: no Triton interpreter
     cfg = sg.StyleGANConfig(resolution=8, fmap_base=64, fmap_max=16, z_dim=16, w_dim=16, mapping_fmaps=16)
-    args = train.get_args(["--amp", "off"])
+    args = train.get_args(["--amp", "off", "--r1-every", "1"])
     args.device = cpu = torch.device("cpu")
 
     def fresh(layout):
