@@ -122,6 +122,16 @@ def test_tiny_run_writes_checkpoint_samples_and_log(tmp_path):
     assert "done at 0.1 kimg" in open(os.path.join(run_dir, "log.txt")).read()
 
 
+def test_loader_workers(tmp_path, monkeypatch):
+    """On a CPU the trainer loads its data itself (--workers 0): a worker would take turns with the
+    step's threads, which use every core. --workers sets it."""
+    seen, make = [], train.data.make_loader
+    monkeypatch.setattr(train.data, "make_loader", lambda *a, **k: seen.append(k["num_workers"]) or make(*a, **k))
+    run(tmp_path, "--kimg", "0.016")
+    run(tmp_path, "--kimg", "0.016", "--workers", "1")
+    assert seen == [0, 1]
+
+
 def test_metrics_during_training(tmp_path):
     run_dir = run(tmp_path, "--kimg", "0.064", "--metrics", "swd", "--metrics-kimg", "0.064",
                   "--metrics-num", "64")
@@ -207,12 +217,13 @@ def test_non_finite_loss_stops_without_overwriting(tmp_path, monkeypatch, capsys
     assert all(torch.isfinite(v).all() for v in good["G"].values())
 
 
-@pytest.mark.parametrize("sig, gpus, group", [(signal.SIGINT, 1, True), (signal.SIGTERM, 1, True),
-                                              (signal.SIGTERM, 2, False), (signal.SIGINT, 2, True)])
-def test_signal_writes_checkpoint(tmp_path, sig, gpus, group):
-    """Ctrl-C and job schedulers signal the whole process group; `kill PID` only the parent."""
+@pytest.mark.parametrize("sig, gpus, group, workers", [(signal.SIGINT, 1, True, 1), (signal.SIGTERM, 1, True, 0),
+                                                       (signal.SIGTERM, 2, False, 0), (signal.SIGINT, 2, True, 1)])
+def test_signal_writes_checkpoint(tmp_path, sig, gpus, group, workers):
+    """Ctrl-C and job schedulers signal the whole process group, loader workers included (a GPU run's
+    default; --workers 1 here); `kill PID` only the parent."""
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), *TINY, "--kimg", "50", "--out", str(tmp_path),
-           "--gpus", str(gpus)]
+           "--gpus", str(gpus), "--workers", str(workers)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     lines = []
@@ -253,16 +264,18 @@ def leftovers(folder):
     return [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if f.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("gpus", [1, 2])
-def test_bad_image_mid_folder_ends_the_run(tmp_path, gpus):
+@pytest.mark.parametrize("gpus, workers", [(1, 0), (1, 1), (2, 1)])
+def test_bad_image_mid_folder_ends_the_run(tmp_path, gpus, workers):
     """Image 14 is the 21st read (seed 0's order), after the checkpoint at the first new resolution
-    (16 images): the loader worker raises, and the run must end, not hang (it did, forever). With
-    two processes it is process 1's shard; process 0 and the parent must end too."""
+    (16 images): the loader (in the trainer's process, or its worker) raises, and the run must end,
+    not hang (with a worker it did, forever). With two processes it is process 1's shard; process 0
+    and the parent must end too."""
     from PIL import Image
     for i in range(24):
         Image.fromarray((torch.rand(16, 16, 3) * 255).byte().numpy()).save(tmp_path / f"{i:02d}.png")
     (tmp_path / "14.png").write_bytes(b"not a png")
-    status, out, seconds = train_process(tmp_path / "runs", "--data", str(tmp_path), "--gpus", str(gpus))
+    status, out, seconds = train_process(tmp_path / "runs", "--data", str(tmp_path), "--gpus", str(gpus),
+                                         "--workers", str(workers))
     run_dir = os.path.join(tmp_path, "runs", os.listdir(tmp_path / "runs")[0])
     assert status == 1 and seconds < 30, out
     assert "Traceback" not in out, out
@@ -431,7 +444,8 @@ def usage_error(capsys, call):
     (["--batch", "-4"], "--batch -4: must be an integer >= 1"), (["--gpus", "0"], "--gpus 0: must be"),
     (["--lr", "-0.002"], "--lr -0.002: must be a finite number > 0"),
     (["--mixing", "1.5"], "--mixing 1.5: a probability, must be between 0 and 1"),
-    (["--mixing", "-1"], "--mixing -1: a probability"), (["--seed", "-1"], "--seed -1: must be an integer >= 0")])
+    (["--mixing", "-1"], "--mixing -1: a probability"), (["--seed", "-1"], "--seed -1: must be an integer >= 0"),
+    (["--workers", "-1"], "--workers -1: must be an integer >= 0")])
 def test_nonsense_flags_are_refused(tmp_path, capsys, flags, says):
     """Each trained a step and wrote a checkpoint, became the default (--batch 0), or crashed."""
     # (--kimg 0.008 first: should a flag slip through again, the run is one step, not the paper's 25000 kimg)
@@ -526,6 +540,7 @@ def test_presets():
         assert all(getattr(args, k) == v for k, v in quick.items() if k != "res")
     assert train.get_args(["--res", "64"]).cfg == "paper"
     assert train.get_args(["--cfg", "quick", "--kimg", "5"]).kimg == 5  # an explicit flag wins
+    assert (paper.mixing, train.get_args([]).mixing, train.get_args(["--mixing", "0.9"]).mixing) == (0.9, 0.0, 0.9)
 
 
 def test_lr_rampdown_falls_along_a_half_cosine(tmp_path):
