@@ -132,6 +132,38 @@ def test_loader_workers(tmp_path, monkeypatch):
     assert seen == [0, 1]
 
 
+KEPT = """
+import ctypes, sys, torch, train
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+try:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+except (OSError, AttributeError):
+    sys.exit(3)
+if sys.argv[1] == "kept":
+    train.keep_freed_memory()
+mapped = libc.mallinfo2().hblkhd
+x = torch.empty(4 << 20, dtype=torch.uint8)
+print(libc.mallinfo2().hblkhd - mapped)
+"""
+
+
+def test_cpu_training_keeps_freed_memory():
+    """After keep_freed_memory (a CPU run's setup) a tensor of a few MB comes from the heap; in a fresh
+    process glibc's adaptive default (128 KiB at first) maps it anew, pages the kernel zeroes, as it
+    would map each step's tensors again after they were freed and trimmed."""
+    grew = {}
+    for how in ("kept", "default"):
+        proc = subprocess.run([sys.executable, "-c", KEPT, how], cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode == 3:
+            pytest.skip("not glibc >= 2.33")
+        assert proc.returncode == 0, proc.stderr
+        grew[how] = int(proc.stdout.split()[-1])
+    assert grew == {"kept": 0, "default": pytest.approx(4 << 20, rel=0.01)}
+
+
 def test_metrics_during_training(tmp_path):
     run_dir = run(tmp_path, "--kimg", "0.064", "--metrics", "swd", "--metrics-kimg", "0.064",
                   "--metrics-num", "64")
