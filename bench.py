@@ -1129,6 +1129,8 @@ def main(argv=None):
         # From here on the training step runs as train.py runs it on this machine: on a CPU the PyTorch
         # path, not the Triton interpreter the kernel table needs (unless --impl triton asks for it).
         kernels.INTERPRET = interpret and (device.type != "cpu" or args.impl == "triton")
+        if device.type == "cpu":
+            train.keep_freed_memory()  # as train.py's CPU processes (both ports, in the rosinality part)
         if "graphs" in args.parts:
             done("graphs", bench_graphs(args, cfg, device))
         rates = {}
